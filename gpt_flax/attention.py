@@ -1,0 +1,134 @@
+"""Causal self-attention as one pure function, dispatched by name ("xla", "pallas", "cudnn", "auto").
+
+The model calls `attention(q, k, v, ...)` and never looks inside, so a kernel can be added or
+swapped without touching the model. Every implementation computes, per head (transformers
+`modeling_openai.Attention._attn`):
+
+    w = q @ k^T / sqrt(K)
+    w = w * tril + (-1e4) * (1 - tril)              # GPT's causal mask is -1e4, not -inf
+    w = w + (1 - attention_mask) * finfo.min       # key padding mask, [B, S]
+    p = dropout(softmax(w)) * head_mask[h]
+    out = p @ v
+
+Axes: B batch, T query length, S key length, H heads, K head dim.
+
+Attention dropout draws its keep mask from a counter-based hash of (seed, batch, head, query, key)
+rather than from `jax.random`, so a fused kernel can regenerate the same mask in its backward pass
+without storing it, and the XLA path and the kernels drop exactly the same entries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+# transformers' causal fill value (modeling_openai.Attention._attn): `w * b + -1e4 * (1 - b)`.
+CAUSAL_MASK_VALUE = -1e4
+
+_GOLDEN = 0x9E3779B9  # 2^32 / golden ratio, spreads consecutive key indices before mixing
+
+
+def fmix32(x):
+    """MurmurHash3's 32-bit finaliser: a bijection on uint32 with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def dropout_row_hash(seed, bh, q):
+    """Per-(batch*head, query) hash; uint32 arrays that broadcast. `bh` = b * H + h."""
+    return fmix32(fmix32(seed.astype(jnp.uint32) ^ bh.astype(jnp.uint32)) ^ q.astype(jnp.uint32))
+
+
+def dropout_keep(row_hash, k, rate: float):
+    """Boolean keep mask for keys `k` given `dropout_row_hash` values; keeps with probability 1 - rate."""
+    threshold = jnp.uint32(min(int(rate * 2.0**32), 2**32 - 1))
+    return fmix32(row_hash ^ (k.astype(jnp.uint32) * jnp.uint32(_GOLDEN))) >= threshold
+
+
+def dropout_keep_mask(seed, batch: int, heads: int, q_len: int, k_len: int, rate: float):
+    """The full [B, H, T, S] keep mask, for the XLA path and for tests of the kernels."""
+    bh = jnp.arange(batch * heads, dtype=jnp.uint32).reshape(batch, heads, 1, 1)
+    q = jnp.arange(q_len, dtype=jnp.uint32).reshape(1, 1, q_len, 1)
+    k = jnp.arange(k_len, dtype=jnp.uint32).reshape(1, 1, 1, k_len)
+    return dropout_keep(dropout_row_hash(seed, bh, q), k, rate)
+
+
+def causal_mask(q_len: int, k_len: int, q_offset=None):
+    """[T, S] (or [B, 1, T, S] for a per-row offset) bool, True where query i may see key j.
+
+    Query i sits at absolute key position `q_offset + i`; the default offset `S - T` aligns the
+    last query with the last key (a prefix cache followed by new queries).
+    """
+    if q_offset is None:
+        q_offset = k_len - q_len
+    q_offset = jnp.asarray(q_offset)
+    qi = jnp.arange(q_len)[:, None]
+    kj = jnp.arange(k_len)[None, :]
+    if q_offset.ndim == 1:  # [B]
+        return (kj <= qi + q_offset[:, None, None])[:, None]
+    return kj <= qi + q_offset
+
+
+def xla_attention(
+    q,
+    k,
+    v,
+    *,
+    attention_mask=None,
+    head_mask=None,
+    dropout_rate: float = 0.0,
+    dropout_seed=None,
+    q_offset=None,
+    output_attentions: bool = False,
+):
+    """Reference attention in plain XLA. q [B, T, H, K], k and v [B, S, H, K] -> ([B, T, H, K], probs)."""
+    batch, q_len, heads, head_dim = q.shape
+    k_len = k.shape[1]
+    # transformers divides by sqrt(K) (rather than multiplying by its inverse): same rounding here.
+    scores = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) / math.sqrt(head_dim)
+    scores = jnp.where(causal_mask(q_len, k_len, q_offset), scores, CAUSAL_MASK_VALUE)  # [B, H, T, S]
+    if attention_mask is not None:
+        keep = attention_mask.astype(jnp.float32)[:, None, None, :]
+        scores = scores + (1.0 - keep) * jnp.finfo(jnp.float32).min
+    probs = jax.nn.softmax(scores, axis=-1)
+    if dropout_rate > 0.0 and dropout_seed is not None:
+        keep = dropout_keep_mask(dropout_seed, batch, heads, q_len, k_len, dropout_rate)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    if head_mask is not None:
+        probs = probs * head_mask.astype(jnp.float32)[None, :, None, None]
+    probs = probs.astype(v.dtype)
+    out = jnp.einsum("bhts,bshk->bthk", probs, v)
+    return out, (probs if output_attentions else None)
+
+
+_IMPLEMENTATIONS: dict[str, Callable] = {"xla": xla_attention}
+
+
+def register(name: str, fn: Callable) -> None:
+    """Add an implementation with `xla_attention`'s signature."""
+    _IMPLEMENTATIONS[name] = fn
+
+
+def resolve_impl(impl: str, output_attentions: bool = False) -> str:
+    """The implementation that will run for `impl`; probabilities are only returned by "xla"."""
+    if output_attentions:
+        return "xla"
+    if impl == "auto":
+        return "xla"
+    return impl
+
+
+def attention(q, k, v, *, impl: str = "auto", output_attentions: bool = False, **kwargs):
+    """Dispatch to the named implementation. Returns (out [B, T, H, K], probs [B, H, T, S] or None)."""
+    name = resolve_impl(impl, output_attentions)
+    try:
+        fn = _IMPLEMENTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(_IMPLEMENTATIONS)}") from None
+    return fn(q, k, v, output_attentions=output_attentions, **kwargs)

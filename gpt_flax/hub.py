@@ -1,0 +1,54 @@
+"""Find a checkpoint's files: in a local directory, or on the Hugging Face Hub by id."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def is_local(path_or_hub_id: str | os.PathLike) -> bool:
+    return os.path.isdir(path_or_hub_id)
+
+
+def resolve_file(
+    path_or_hub_id: str | os.PathLike,
+    filename: str,
+    *,
+    required: bool = True,
+    revision: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+) -> Optional[str]:
+    """The local path of `filename` in a directory or a Hub repo; None if absent and not `required`."""
+    if is_local(path_or_hub_id):
+        path = os.path.join(path_or_hub_id, filename)
+        if os.path.isfile(path):
+            return path
+        if required:
+            raise FileNotFoundError(f"{filename} not found in {path_or_hub_id}")
+        return None
+    if os.path.exists(path_or_hub_id):
+        raise ValueError(f"{path_or_hub_id} is a file; pass the directory that holds {filename}")
+    return _hub_download(str(path_or_hub_id), filename, required=required, revision=revision, cache_dir=cache_dir)
+
+
+def _hub_download(repo_id, filename, *, required, revision, cache_dir):
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
+    except HFValidationError:
+        raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
+    except EntryNotFoundError:
+        if required:
+            raise FileNotFoundError(f"{filename} not found in Hub repo {repo_id}") from None
+        return None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"Hub repo {repo_id!r} not found (or it is private)") from None
+    except Exception as e:  # offline, DNS, HTTP errors: say what to do instead
+        if not required and "404" in str(e):
+            return None
+        raise OSError(
+            f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub ({type(e).__name__}); "
+            "without network access pass a local model directory instead"
+        ) from None
