@@ -1,0 +1,231 @@
+"""The declarative HF <-> Flax name table for OpenAI GPT, and its transforms.
+
+HF state-dict keys (transformers `modeling_openai`) map to paths in our param tree. Per-layer
+tensors `h.{i}.<name>` are stacked on a leading [L] axis under `h/<path>`. transformers' `Conv1D`
+weights are [in, out] like a Flax kernel (no transpose); its `nn.Linear` heads are [out, in]
+(transposed). `lm_head.weight` is tied to `tokens_embed.weight` and is never stored here.
+
+Run forwards (`hf_to_flax`) to load a checkpoint and backwards (`flax_to_hf`) to save one. Both are
+strict: every expected key is accounted for, every shape is checked against the config, and keys
+that nothing uses are returned to the caller to report, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Optional
+
+import numpy as np
+
+PREFIX = "transformer."
+
+
+def _same(x):
+    return x
+
+
+def _transpose(x):
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    hf: str  # HF key without the `transformer.` prefix; "{i}" marks a per-layer key
+    flax: tuple  # path in the param tree (head entries start at the top, body entries under transformer)
+    shape: Callable  # config -> the HF tensor's shape (per layer for "{i}" keys)
+    to_flax: Callable = _same
+    to_hf: Callable = _same
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.hf
+
+
+def _conv(name: str, path: tuple, n_in: int, n_out: int) -> list[Entry]:
+    """A Conv1D: weight [in, out] = Flax kernel, bias [out]."""
+    return [
+        Entry(f"h.{{i}}.{name}.weight", ("h",) + path + ("kernel",), lambda c: (n_in * c.n_embd, n_out * c.n_embd)),
+        Entry(f"h.{{i}}.{name}.bias", ("h",) + path + ("bias",), lambda c: (n_out * c.n_embd,)),
+    ]
+
+
+def _ln(name: str) -> list[Entry]:
+    return [
+        Entry(f"h.{{i}}.{name}.weight", ("h", name, "scale"), lambda c: (c.n_embd,)),
+        Entry(f"h.{{i}}.{name}.bias", ("h", name, "bias"), lambda c: (c.n_embd,)),
+    ]
+
+
+BODY_TABLE: tuple[Entry, ...] = tuple(
+    [
+        Entry("tokens_embed.weight", ("tokens_embed", "embedding"), lambda c: (c.vocab_size, c.n_embd)),
+        Entry("positions_embed.weight", ("positions_embed", "embedding"), lambda c: (c.n_positions, c.n_embd)),
+    ]
+    + _conv("attn.c_attn", ("attn", "c_attn"), 1, 3)
+    + _conv("attn.c_proj", ("attn", "c_proj"), 1, 1)
+    + _ln("ln_1")
+    + _conv("mlp.c_fc", ("mlp", "c_fc"), 1, 4)
+    + _conv("mlp.c_proj", ("mlp", "c_proj"), 4, 1)
+    + _ln("ln_2")
+)
+
+
+def head_table(config, head: str) -> tuple[Entry, ...]:
+    """Entries above the transformer for one head (`nn.Linear`s: [out, in], transposed)."""
+    if head == "cls":
+        return (Entry("score.weight", ("score", "kernel"), lambda c: (c.num_labels, c.n_embd), _transpose, _transpose),)
+    if head == "double" and config.summary_use_proj:
+        from gpt_flax.heads import summary_out_features
+
+        n = summary_out_features(config)
+        return (
+            Entry(
+                "multiple_choice_head.summary.weight",
+                ("multiple_choice_head", "summary", "kernel"),
+                lambda c: (n, c.n_embd),
+                _transpose,
+                _transpose,
+            ),
+            Entry("multiple_choice_head.summary.bias", ("multiple_choice_head", "summary", "bias"), lambda c: (n,)),
+        )
+    return ()
+
+
+# Keys a checkpoint may carry that hold no parameter: the causal-mask buffer of older checkpoints,
+# and the tied LM head (checked against tokens_embed when present).
+_BUFFER = re.compile(r"^(transformer\.)?h\.\d+\.attn\.bias$")
+TIED_KEY = "lm_head.weight"
+
+
+@dataclasses.dataclass
+class LoadResult:
+    params: dict  # the filled part of the tree; missing heads are absent
+    missing_keys: list  # HF keys the target needs that the checkpoint lacks
+    unexpected_keys: list  # checkpoint keys the target does not use
+    tied_lm_head_mismatch: bool = False
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple):
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def _check_shape(key: str, array, expected: tuple) -> None:
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(
+            f"checkpoint tensor {key!r} has shape {tuple(array.shape)} but the config expects {tuple(expected)}"
+        )
+
+
+def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
+    """Map an HF state dict (numpy arrays, keys with or without `transformer.`) onto our tree.
+
+    Per-layer tensors are stacked into [L, ...]. `dtype` casts floating tensors (None keeps them).
+    A shape that does not fit the config raises ValueError naming the key and both shapes.
+    """
+    # Accept both layouts, as transformers' from_pretrained does.
+    body = {k[len(PREFIX) :] if k.startswith(PREFIX) else k: k for k in state_dict}
+    used: set = set()
+    missing: list = []
+    params: dict = {}
+    body_root = () if head == "base" else ("transformer",)
+    out_prefix = "" if head == "base" else PREFIX
+
+    def cast(x):
+        x = np.asarray(x)
+        return x.astype(dtype) if dtype is not None and np.issubdtype(x.dtype, np.floating) else x
+
+    for entry in BODY_TABLE:
+        keys = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
+        present = [k for k in keys if k in body]
+        if len(present) < len(keys):
+            missing.extend(out_prefix + k for k in keys if k not in body)
+            continue
+        arrays = []
+        for k in keys:
+            array = state_dict[body[k]]
+            _check_shape(body[k], array, entry.shape(config))
+            arrays.append(entry.to_flax(cast(array)))
+            used.add(body[k])
+        value = np.stack(arrays) if entry.per_layer else arrays[0]
+        _set(params, body_root + entry.flax, value)
+
+    head_entries = head_table(config, head)
+    head_found = [e for e in head_entries if e.hf in state_dict]
+    for entry in head_entries:
+        if entry.hf not in state_dict:
+            missing.append(entry.hf)
+    if len(head_found) == len(head_entries):  # a head is loaded whole or newly initialised whole
+        for entry in head_found:
+            array = state_dict[entry.hf]
+            _check_shape(entry.hf, array, entry.shape(config))
+            _set(params, entry.flax, entry.to_flax(cast(array)))
+            used.add(entry.hf)
+
+    mismatch = False
+    if TIED_KEY in state_dict and head in ("lm", "double"):
+        used.add(TIED_KEY)
+        tokens = state_dict.get(body.get("tokens_embed.weight", ""), None)
+        mismatch = tokens is not None and not np.array_equal(np.asarray(state_dict[TIED_KEY]), np.asarray(tokens))
+    unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
+    if head == "base" and TIED_KEY in unexpected:
+        unexpected.remove(TIED_KEY)
+    return LoadResult(params, missing, unexpected, mismatch)
+
+
+def flax_to_hf(params: dict, config, head: str, dtype=None) -> dict:
+    """Our tree -> an HF state dict (numpy), the table run backwards. Base keys get `transformer.`
+    on head models; the tied `lm_head.weight` is left out, as transformers' save_pretrained does."""
+    body = params if head == "base" else params["transformer"]
+    prefix = "" if head == "base" else PREFIX
+    out: dict = {}
+
+    def cast(x):
+        x = np.asarray(x)
+        return x.astype(dtype) if dtype is not None and np.issubdtype(x.dtype, np.floating) else x
+
+    for entry in BODY_TABLE:
+        value = np.asarray(_get(body, entry.flax))
+        if entry.per_layer:
+            for i in range(config.n_layer):
+                key = prefix + entry.hf.format(i=i)
+                out[key] = cast(entry.to_hf(value[i]))
+                _check_shape(key, out[key], entry.shape(config))
+        else:
+            out[prefix + entry.hf] = cast(entry.to_hf(value))
+            _check_shape(prefix + entry.hf, out[prefix + entry.hf], entry.shape(config))
+    for entry in head_table(config, head):
+        out[entry.hf] = cast(entry.to_hf(np.asarray(_get(params, entry.flax))))
+        _check_shape(entry.hf, out[entry.hf], entry.shape(config))
+    return out
+
+
+def expected_hf_keys(config, head: str, tied_lm_head: bool = False) -> list:
+    prefix = "" if head == "base" else PREFIX
+    keys = []
+    for entry in BODY_TABLE:
+        names = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
+        keys.extend(prefix + n for n in names)
+    keys.extend(e.hf for e in head_table(config, head))
+    if tied_lm_head and head in ("lm", "double"):
+        keys.append(TIED_KEY)
+    return keys
+
+
+def infer_head(state_dict: dict) -> Optional[str]:
+    """The head a checkpoint was saved from, judged by its head keys (None: base or unknown)."""
+    if any(k.startswith("multiple_choice_head.") for k in state_dict):
+        return "double"
+    if "score.weight" in state_dict:
+        return "cls"
+    if TIED_KEY in state_dict or any(k.startswith(PREFIX) for k in state_dict):
+        return "lm"
+    return None

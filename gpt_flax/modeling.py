@@ -1,0 +1,493 @@
+"""The four models users call, named as transformers' Flax models would be.
+
+    model = FlaxOpenAIGPTLMHeadModel.from_pretrained("path/or/hub-id")
+    out = model(input_ids, attention_mask=mask)              # out.logits [B, T, V]
+    out = model.module.apply({"params": model.params}, input_ids)   # the same, as a pure function
+
+Each class holds a config, a param tree (`model.params`, a plain nested dict) and a Flax module
+(`model.module`) whose `apply` is the pure, jit-able forward. `__call__` validates inputs on the
+host (JAX clamps out-of-range gathers silently), then runs one jitted function per instance, so
+repeated calls with the same shapes do not recompile.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gpt_flax.config import OpenAIGPTConfig
+from gpt_flax.heads import FORWARDS, init_params
+
+logger = logging.getLogger("gpt_flax")
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds")
+
+
+class OpenAIGPTModule(nn.Module):
+    """Flax door onto `heads.forward_<head>`: declares the param tree, draws the dropout rng."""
+
+    config: OpenAIGPTConfig
+    head: str = "base"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def _declare_params(self) -> dict:
+        init = lambda rng: init_params(self.config, self.head, rng, self.param_dtype)  # noqa: E731
+        names = jax.eval_shape(init, jax.random.key(0)).keys()
+        return {name: self.param(name, lambda rng, n=name: init(rng)[n]) for name in names}
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        mc_token_ids=None,
+        mc_labels=None,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ):
+        params = self._declare_params()
+        rng = None if deterministic else self.make_rng("dropout")
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            head_mask=head_mask,
+            inputs_embeds=inputs_embeds,
+        )
+        head_inputs = {"lm": dict(labels=labels), "cls": dict(labels=labels), "base": {}}.get(
+            self.head, dict(labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
+        )
+        flags = dict(
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            dtype=self.dtype,
+            remat=self.gradient_checkpointing,
+        )
+        out = FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
+        return out if return_dict else out.to_tuple()
+
+
+# -- host-side input checks -------------------------------------------------------------------
+def _is_concrete(x) -> bool:
+    return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def _as_array(name: str, x):
+    if x is None or isinstance(x, (jax.Array, np.ndarray)):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception:
+        raise TypeError(f"{name} must be an array (numpy, JAX or a nested list), got {type(x).__name__}") from None
+
+
+def _check_range(name: str, x, low: int, high: int, allowed=()) -> None:
+    """Values of a concrete integer array must lie in [low, high) (or be one of `allowed`)."""
+    if not _is_concrete(x):
+        return
+    values = np.asarray(x)
+    bad = (values < low) | (values >= high)
+    for a in allowed:
+        bad &= values != a
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} holds {values[index]} at index {index}, outside [{low}, {high})"
+            + (f" (and not one of {list(allowed)})" if allowed else "")
+        )
+
+
+def _check_int(name: str, x) -> None:
+    if x is not None and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {x.dtype}")
+
+
+def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
+    """Every check that can run before any work is done; value checks only on concrete arrays."""
+    ids, embeds = a["input_ids"], a["inputs_embeds"]
+    if (ids is None) == (embeds is None):
+        raise ValueError(
+            "pass exactly one of input_ids and inputs_embeds"
+            + (" (both were given)" if ids is not None else " (neither was given)")
+        )
+    rank = 3 if head == "double" else 2
+    dims = "[batch, choices, seq_len]" if head == "double" else "[batch, seq_len]"
+    if ids is not None:
+        if ids.ndim != rank:
+            raise ValueError(f"input_ids must be {dims}, got shape {tuple(ids.shape)}")
+        _check_int("input_ids", ids)
+        _check_range("input_ids", ids, 0, config.vocab_size)
+        shape = tuple(ids.shape)
+    else:
+        if embeds.ndim != rank + 1 or embeds.shape[-1] != config.n_embd:
+            raise ValueError(
+                f"inputs_embeds must be {dims[:-1]}, n_embd={config.n_embd}], got shape {tuple(embeds.shape)}"
+            )
+        shape = tuple(embeds.shape[:-1])
+    seq_len = shape[-1]
+    if seq_len > config.n_positions:
+        raise ValueError(
+            f"sequence length {seq_len} exceeds n_positions={config.n_positions} (GPT's positions are absolute)"
+        )
+    if seq_len < 1:
+        raise ValueError("sequences must hold at least one token")
+    for name in ("attention_mask", "token_type_ids"):
+        x = a[name]
+        if x is not None and tuple(x.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but the inputs have shape {shape}")
+    if a["token_type_ids"] is not None:
+        _check_int("token_type_ids", a["token_type_ids"])
+        _check_range("token_type_ids", a["token_type_ids"], 0, config.vocab_size)
+    pos = a["position_ids"]
+    if pos is not None:
+        _check_int("position_ids", pos)
+        if pos.ndim not in (1, 2, rank) or pos.shape[-1] != seq_len:
+            raise ValueError(f"position_ids has shape {tuple(pos.shape)}; expected [..., {seq_len}] matching {shape}")
+        _check_range("position_ids", pos, 0, config.n_positions)
+    hm = a["head_mask"]
+    if hm is not None and tuple(hm.shape) not in ((config.n_head,), (config.n_layer, config.n_head)):
+        raise ValueError(
+            f"head_mask must be [n_head={config.n_head}] or [n_layer={config.n_layer}, n_head={config.n_head}], "
+            f"got shape {tuple(hm.shape)}"
+        )
+    labels = a.get("labels")
+    if labels is not None and head in ("lm", "double"):
+        if tuple(labels.shape) != shape:
+            raise ValueError(f"labels has shape {tuple(labels.shape)} but the inputs have shape {shape}")
+        _check_int("labels", labels)
+        _check_range("labels", labels, 0, config.vocab_size, allowed=(-100,))
+    if head == "double":
+        _validate_double(config, shape, a)
+    if head == "cls":
+        _validate_cls(config, shape, a)
+
+
+def _validate_double(config, shape, a) -> None:
+    mc_ids, mc_labels = a.get("mc_token_ids"), a.get("mc_labels")
+    if mc_ids is not None:
+        if tuple(mc_ids.shape) != shape[:2]:
+            raise ValueError(f"mc_token_ids must be [batch, choices] = {shape[:2]}, got shape {tuple(mc_ids.shape)}")
+        _check_int("mc_token_ids", mc_ids)
+        _check_range("mc_token_ids", mc_ids, 0, shape[-1])
+    if mc_labels is not None:
+        if tuple(mc_labels.shape) != shape[:1]:
+            raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
+        _check_int("mc_labels", mc_labels)
+        _check_range("mc_labels", mc_labels, 0, shape[1], allowed=(-100,))
+
+
+def _validate_cls(config, shape, a) -> None:
+    if config.pad_token_id is None and shape[0] != 1:
+        raise ValueError(
+            f"batch size is {shape[0]} but config.pad_token_id is None: sequence classification needs a "
+            "pad_token_id to find each row's last token (or use batch size 1)"
+        )
+    labels = a.get("labels")
+    if labels is None:
+        return
+    if jnp.issubdtype(labels.dtype, jnp.integer) and config.num_labels > 1 and config.problem_type in (
+        None,
+        "single_label_classification",
+    ):
+        if tuple(labels.shape) != shape[:1]:
+            raise ValueError(f"labels must be [batch] = {shape[:1]}, got shape {tuple(labels.shape)}")
+        _check_range("labels", labels, 0, config.num_labels, allowed=(-100,))
+    elif labels.shape[0] != shape[0]:
+        raise ValueError(f"labels has batch size {labels.shape[0]} but the inputs have {shape[0]}")
+
+
+# -- the user-facing classes ------------------------------------------------------------------
+class FlaxOpenAIGPTPreTrainedModel:
+    """Config + params + module; `__call__` runs the jitted pure forward."""
+
+    head: str = "base"
+
+    def __init__(
+        self,
+        config: OpenAIGPTConfig,
+        seed: int = 0,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        gradient_checkpointing: bool = False,
+        _do_init: bool = True,
+    ):
+        config = self._adapt_config(config)
+        self.config = config
+        self.dtype = dtype
+        self.module = OpenAIGPTModule(config, self.head, dtype, param_dtype, gradient_checkpointing)
+        self._params = None
+        if _do_init:
+            self._params = self.init_weights(jax.random.key(seed))
+        self._jitted = jax.jit(
+            self._apply, static_argnames=("train", "output_attentions", "output_hidden_states", "return_dict")
+        )
+
+    @classmethod
+    def _adapt_config(cls, config: OpenAIGPTConfig) -> OpenAIGPTConfig:
+        if not isinstance(config, OpenAIGPTConfig):
+            raise TypeError(f"config must be an OpenAIGPTConfig, got {type(config).__name__}")
+        return config
+
+    def init_weights(self, rng) -> dict:
+        return jax.jit(init_params, static_argnums=(0, 1, 3))(self.config, self.head, rng, self.module.param_dtype)
+
+    @property
+    def params(self) -> dict:
+        if self._params is None:
+            raise ValueError("this model was built with _do_init=False: set model.params first")
+        return self._params
+
+    @params.setter
+    def params(self, params: dict) -> None:
+        self._params = params
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.module = self.module.clone(gradient_checkpointing=True)
+
+    def _apply(self, params, inputs, dropout_rng, train, output_attentions, output_hidden_states, return_dict):
+        rngs = {"dropout": dropout_rng} if train else {}
+        return self.module.apply(
+            {"params": params},
+            **inputs,
+            deterministic=not train,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+            rngs=rngs,
+        )
+
+    def _run(self, arguments: dict, *, params, train, dropout_rng, output_attentions, output_hidden_states, return_dict):
+        arguments = {k: _as_array(k, v) for k, v in arguments.items()}
+        validate_inputs(self.config, self.head, arguments)
+        if train and dropout_rng is None:
+            raise ValueError("train=True needs dropout_rng (a jax.random key) for dropout")
+        inputs = {k: (jnp.asarray(v) if v is not None else None) for k, v in arguments.items()}
+        return self._jitted(
+            self.params if params is None else params,
+            inputs,
+            dropout_rng if train else None,
+            bool(train),
+            bool(output_attentions),
+            bool(output_hidden_states),
+            True if return_dict is None else bool(return_dict),
+        )
+
+    # Subclasses define __call__ with their head's arguments; this is the base model's.
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: Optional[bool] = True,
+        params: Optional[dict] = None,
+        train: bool = False,
+        dropout_rng=None,
+    ):
+        args = dict(locals())
+        return self._run(
+            {k: args[k] for k in INPUT_NAMES},
+            params=params,
+            train=train,
+            dropout_rng=dropout_rng,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id,
+        *,
+        config: Optional[OpenAIGPTConfig] = None,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        seed: int = 0,
+        revision: Optional[str] = None,
+        cache_dir: Optional[str] = None,
+        output_loading_info: bool = False,
+        **config_overrides,
+    ):
+        """Load a transformers checkpoint (a local directory or a Hub id) into this head.
+
+        Heads the checkpoint lacks are newly initialised and reported; keys this head does not use
+        are reported. `config_overrides` (e.g. num_labels=3) change the config read from disk.
+        """
+        from convert.mapping import hf_to_flax
+        from convert.readers import read_state_dict
+
+        if config is None:
+            config = OpenAIGPTConfig.from_pretrained(path_or_hub_id, **config_overrides)
+        elif config_overrides:
+            config = config.replace(**config_overrides)
+        config = cls._adapt_config(config)
+        state_dict = read_state_dict(path_or_hub_id, revision=revision, cache_dir=cache_dir)
+        loaded = hf_to_flax(state_dict, config, cls.head, dtype=np.dtype(param_dtype))
+        model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
+        model.params = _fill_missing(loaded.params, model, seed) if loaded.missing_keys else _to_jax(loaded.params)
+        name = cls.__name__
+        if loaded.missing_keys:
+            logger.warning(
+                "Some weights of %s were not in the checkpoint at %s and are newly initialized: %s",
+                name,
+                path_or_hub_id,
+                loaded.missing_keys,
+            )
+        if loaded.unexpected_keys:
+            logger.warning(
+                "Some weights of the checkpoint at %s were not used by %s: %s", path_or_hub_id, name, loaded.unexpected_keys
+            )
+        if loaded.tied_lm_head_mismatch:
+            logger.warning("lm_head.weight in %s differs from tokens_embed.weight; the head is tied, so it was ignored", path_or_hub_id)
+        model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
+        return (model, model.loading_info) if output_loading_info else model
+
+
+def _to_jax(tree):
+    return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+def _fill_missing(partial: dict, model, seed: int) -> dict:
+    """Overlay the loaded tensors on a fresh init, so what the checkpoint lacks is newly initialised."""
+    fresh = model.init_weights(jax.random.key(seed))
+
+    def overlay(base, loaded):
+        if isinstance(base, dict):
+            return {k: overlay(v, loaded.get(k)) if loaded is not None else v for k, v in base.items()}
+        return base if loaded is None else jnp.asarray(loaded)
+
+    return overlay(fresh, partial)
+
+
+class FlaxOpenAIGPTModel(FlaxOpenAIGPTPreTrainedModel):
+    """The bare transformer: last_hidden_state [B, T, D] (transformers `OpenAIGPTModel`)."""
+
+    head = "base"
+
+
+class FlaxOpenAIGPTLMHeadModel(FlaxOpenAIGPTPreTrainedModel):
+    """Transformer + LM head tied to the token embedding: logits [B, T, V], shifted LM loss."""
+
+    head = "lm"
+
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: Optional[bool] = True,
+        params: Optional[dict] = None,
+        train: bool = False,
+        dropout_rng=None,
+    ):
+        args = dict(locals())
+        return self._run(
+            {k: args[k] for k in INPUT_NAMES + ("labels",)},
+            params=params,
+            train=train,
+            dropout_rng=dropout_rng,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+
+
+class FlaxOpenAIGPTDoubleHeadsModel(FlaxOpenAIGPTPreTrainedModel):
+    """LM head + multiple-choice head over [B, C, T] inputs: logits [B, C, T, V], mc_logits [B, C]."""
+
+    head = "double"
+
+    @classmethod
+    def _adapt_config(cls, config):
+        config = super()._adapt_config(config)
+        # transformers' OpenAIGPTDoubleHeadsModel.__init__ forces num_labels = 1.
+        return config if config.num_labels == 1 else config.replace(num_labels=1)
+
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        mc_token_ids=None,
+        labels=None,
+        mc_labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: Optional[bool] = True,
+        params: Optional[dict] = None,
+        train: bool = False,
+        dropout_rng=None,
+    ):
+        args = dict(locals())
+        return self._run(
+            {k: args[k] for k in INPUT_NAMES + ("labels", "mc_token_ids", "mc_labels")},
+            params=params,
+            train=train,
+            dropout_rng=dropout_rng,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+
+
+class FlaxOpenAIGPTForSequenceClassification(FlaxOpenAIGPTPreTrainedModel):
+    """Transformer + `score` (no bias), pooled at each row's last non-pad token: logits [B, N]."""
+
+    head = "cls"
+
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: Optional[bool] = True,
+        params: Optional[dict] = None,
+        train: bool = False,
+        dropout_rng=None,
+    ):
+        args = dict(locals())
+        return self._run(
+            {k: args[k] for k in INPUT_NAMES + ("labels",)},
+            params=params,
+            train=train,
+            dropout_rng=dropout_rng,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
