@@ -1,0 +1,42 @@
+"""`gpt-flax` command line (also `python -m gpt_flax`): thin argparse over importable functions.
+
+Failures exit non-zero with one clear line on stderr, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional
+
+from gpt_flax.commands import COMMANDS
+
+# Errors a user can cause (bad path, bad input, no network); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError, KeyError, ImportError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt-flax", description="OpenAI GPT (GPT-1) in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"gpt_flax.commands.{name}")
+        module.add_parser(sub).set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args) or 0
+    except KeyboardInterrupt:
+        print("gpt-flax: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"gpt-flax {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
