@@ -1,0 +1,258 @@
+"""`flash_attention`: GPT-1's attention as one differentiable function with a Pallas kernel per platform.
+
+The backend is chosen when the function is lowered, not when it is traced
+(`jax.lax.platform_dependent`), so one jitted function carries the Triton kernels for CUDA, the
+Mosaic kernels for TPU, and, for the CPU, either the same Triton kernels run by Pallas'
+interpreter (`cpu="interpret"`, for tests) or plain XLA (`cpu="xla"`, what `attention_impl="auto"`
+uses). A `custom_vjp` keeps only q, k, v, the output and the per-row log-sum-exp; the backward
+kernels recompute the probabilities tile by tile, and the dropout mask from its hash.
+
+    out = flash_attention(q, k, v, attention_mask=m, head_mask=hm, dropout_rate=0.1, dropout_seed=s)
+
+Semantics are those of `gpt_flax.attention.xla_attention` with T == S and no `q_offset` (the
+dispatcher in `attention.py` falls back to XLA otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gpt_flax.attention import CAUSAL_MASK_VALUE, causal_mask, dropout_keep, dropout_row_hash
+from gpt_flax.kernels import flash_gpu, flash_tpu
+from gpt_flax.kernels.common import TileMath
+
+MAX_HEAD_DIM = 256
+CPU_MODES = ("interpret", "interpret_tpu", "xla")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about one call: tile math, CPU mode, block sizes per lowering."""
+
+    math: TileMath
+    cpu: str = "interpret"
+    gpu_blocks: flash_gpu.GPUBlockSizes | None = None
+    tpu_blocks: flash_tpu.TPUBlockSizes | None = None
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _pad_axis(x, axis: int, size: int):
+    if x.shape[axis] == size:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, widths)
+
+
+# -- the GPU lowering: [B, T, H, K] kept, T padded to the blocks, K to a power of two ----------
+def _gpu_shapes(plan: _Plan, seq: int, head_dim: int):
+    blocks = (plan.gpu_blocks or flash_gpu.default_block_sizes(head_dim)).fit(seq)
+    return blocks, _round_up(seq, blocks.multiple), max(16, 1 << (head_dim - 1).bit_length())
+
+
+def _gpu_forward(plan, q, k, v, bias, row_hash, hm, *, interpret=False):
+    seq, head_dim = q.shape[1], q.shape[3]
+    blocks, tp, kp = _gpu_shapes(plan, seq, head_dim)
+    q, k, v = (_pad_axis(_pad_axis(x, 1, tp), 3, kp) for x in (q, k, v))
+    out, lse = flash_gpu.forward(
+        plan.math, blocks, q, k, v, _pad_axis(bias, 1, tp), _pad_axis(row_hash, 2, tp), hm, interpret=interpret
+    )
+    return out[:, :seq, :, :head_dim], lse[:, :, :seq]
+
+
+def _gpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpret=False):
+    seq, head_dim = q.shape[1], q.shape[3]
+    blocks, tp, kp = _gpu_shapes(plan, seq, head_dim)
+    q, k, v, do = (_pad_axis(_pad_axis(x, 1, tp), 3, kp) for x in (q, k, v, do))
+    bias, row_hash, lse, delta = (
+        _pad_axis(bias, 1, tp),
+        _pad_axis(row_hash, 2, tp),
+        _pad_axis(lse, 2, tp),
+        _pad_axis(delta, 2, tp),
+    )
+    dq, dk, dv, dhm_rows = flash_gpu.backward(
+        plan.math, blocks, q, k, v, bias, row_hash, hm, lse, delta, do, interpret=interpret
+    )
+    unpad = (slice(None), slice(0, seq), slice(None), slice(0, head_dim))
+    return dq[unpad], dk[unpad], dv[unpad], jnp.sum(dhm_rows[:, :, :seq], axis=(0, 2))
+
+
+# -- the TPU lowering: [B, H, T, K], T padded to 128-multiples, K to 64 or a 128-multiple ------
+def _tpu_shapes(plan: _Plan, seq: int, head_dim: int):
+    blocks = (plan.tpu_blocks or flash_tpu.TPUBlockSizes()).fit(seq)
+    kp = head_dim if head_dim == 64 or head_dim % flash_tpu.LANES == 0 else _round_up(head_dim, flash_tpu.LANES)
+    return blocks, _round_up(seq, blocks.multiple), kp
+
+
+def _to_bhtk(x, tp, kp):
+    return _pad_axis(_pad_axis(jnp.transpose(x, (0, 2, 1, 3)), 2, tp), 3, kp)  # [B, H, Tp, Kp]
+
+
+def _tpu_forward(plan, q, k, v, bias, row_hash, hm, *, interpret=False):
+    seq, head_dim = q.shape[1], q.shape[3]
+    blocks, tp, kp = _tpu_shapes(plan, seq, head_dim)
+    q, k, v = (_to_bhtk(x, tp, kp) for x in (q, k, v))
+    bias = _pad_axis(bias, 1, tp)[:, None, :]  # [B, 1, Tp]
+    row_hash = _pad_axis(row_hash, 2, tp)[..., None]  # [B, H, Tp, 1]
+    out, lse = flash_tpu.forward(plan.math, blocks, q, k, v, bias, row_hash, hm, interpret=interpret)
+    return jnp.transpose(out[:, :, :seq, :head_dim], (0, 2, 1, 3)), lse[:, :, :seq, 0]
+
+
+def _tpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpret=False):
+    seq, head_dim = q.shape[1], q.shape[3]
+    blocks, tp, kp = _tpu_shapes(plan, seq, head_dim)
+    q, k, v, do = (_to_bhtk(x, tp, kp) for x in (q, k, v, do))
+    bias = _pad_axis(bias, 1, tp)[:, None, :]
+    row_hash, lse, delta = (_pad_axis(x, 2, tp)[..., None] for x in (row_hash, lse, delta))
+    dq, dk, dv, dhm_rows = flash_tpu.backward(
+        plan.math, blocks, q, k, v, bias, row_hash, hm, lse, delta, do, interpret=interpret
+    )
+
+    def back(x):
+        return jnp.transpose(x[:, :, :seq, :head_dim], (0, 2, 1, 3))
+
+    return back(dq), back(dk), back(dv), jnp.sum(dhm_rows[:, :, :seq, 0], axis=(0, 2))
+
+
+# -- the XLA lowering (CPU for attention_impl="auto", and any platform without a kernel) -------
+def _xla_output(plan, q, k, v, bias, row_hash, hm):
+    """xla_attention's arithmetic, op for op, on the prepared inputs; also returns the scores."""
+    m = plan.math
+    seq = q.shape[1]
+    scores = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) / math.sqrt(m.head_dim)
+    scores = jnp.where(causal_mask(seq, seq), scores, CAUSAL_MASK_VALUE)  # [B, H, T, S]
+    if m.has_bias:
+        scores = scores + bias[:, None, None, :]
+    probs = jax.nn.softmax(scores, axis=-1)
+    if m.has_dropout:
+        keep = dropout_keep(row_hash[..., None], jnp.arange(seq, dtype=jnp.uint32), m.dropout_rate)
+        probs = jnp.where(keep, probs / (1.0 - m.dropout_rate), 0.0)
+    if m.has_head_mask:
+        probs = probs * hm[None, :, None, None]
+    return jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v), scores
+
+
+def _xla_forward(plan, q, k, v, bias, row_hash, hm):
+    out, scores = _xla_output(plan, q, k, v, bias, row_hash, hm)
+    return out, jax.nn.logsumexp(scores, axis=-1)
+
+
+def _xla_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do):
+    del lse, delta
+    _, vjp = jax.vjp(lambda q, k, v, hm: _xla_output(plan, q, k, v, bias, row_hash, hm)[0], q, k, v, hm)
+    return vjp(do)
+
+
+# -- dispatch at lowering time ------------------------------------------------------------------
+def _cpu(plan, gpu_fn, tpu_fn):
+    if plan.cpu == "interpret":
+        return functools.partial(gpu_fn, plan, interpret=True)
+    if plan.cpu == "interpret_tpu":
+        return functools.partial(tpu_fn, plan, interpret=True)
+    return None
+
+
+def _forward(plan, *args):
+    """(out [B, T, H, K], lse [B, H, T] float32) from the kernel of the platform being lowered for."""
+    xla = functools.partial(_xla_forward, plan)
+    return lax.platform_dependent(
+        *args,
+        cpu=_cpu(plan, _gpu_forward, _tpu_forward) or xla,
+        cuda=functools.partial(_gpu_forward, plan),
+        tpu=functools.partial(_tpu_forward, plan),
+        default=xla,
+    )
+
+
+def _backward(plan, *args):
+    """(dq, dk, dv, d head_mask [H]) from the kernel of the platform being lowered for."""
+    xla = functools.partial(_xla_backward, plan)
+    return lax.platform_dependent(
+        *args,
+        cpu=_cpu(plan, _gpu_backward, _tpu_backward) or xla,
+        cuda=functools.partial(_gpu_backward, plan),
+        tpu=functools.partial(_tpu_backward, plan),
+        default=xla,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(plan, q, k, v, bias, row_hash, hm):
+    return _forward(plan, q, k, v, bias, row_hash, hm)[0]
+
+
+def _flash_fwd(plan, q, k, v, bias, row_hash, hm):
+    out, lse = _forward(plan, q, k, v, bias, row_hash, hm)
+    return out, (q, k, v, bias, row_hash, hm, out, lse)
+
+
+def _flash_bwd(plan, residuals, do):
+    q, k, v, bias, row_hash, hm, out, lse = residuals
+    # delta_i = sum_k dO_ik O_ik = sum_j dP_ij P_ij (FlashAttention-2 section 3.1.2), also with
+    # dropout and head_mask folded into O.
+    delta = jnp.einsum("bthk,bthk->bht", do.astype(jnp.float32), out.astype(jnp.float32))
+    dq, dk, dv, dhm = _backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do.astype(q.dtype))
+    return dq, dk, dv, None, None, dhm.astype(hm.dtype)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def flash_attention(
+    q,
+    k,
+    v,
+    *,
+    attention_mask=None,
+    head_mask=None,
+    dropout_rate: float = 0.0,
+    dropout_seed=None,
+    cpu: str = "interpret",
+    gpu_blocks: flash_gpu.GPUBlockSizes | None = None,
+    tpu_blocks: flash_tpu.TPUBlockSizes | None = None,
+):
+    """Causal flash attention. q, k, v [B, T, H, K] -> out [B, T, H, K] in q's dtype.
+
+    attention_mask [B, T] (1 keep, 0 pad; any dtype), head_mask [H], dropout_seed a uint32
+    scalar (dropout is off when it is None or dropout_rate is 0). `cpu` picks what runs when
+    lowered for the CPU: "interpret" (the Triton kernels in Pallas' interpreter), "interpret_tpu"
+    (the Mosaic kernels, likewise) or "xla". Block sizes default per platform and head size.
+    """
+    batch, seq, heads, head_dim = q.shape
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"flash_attention needs q, k, v of one shape [B, T, H, K]; got {q.shape=}, {k.shape=}, {v.shape=}"
+        )
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"flash_attention supports head_dim up to {MAX_HEAD_DIM}; got {head_dim=}")
+    if cpu not in CPU_MODES:
+        raise ValueError(f"unknown {cpu=}; expected one of {CPU_MODES}")
+    if q.dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+        raise ValueError(f"flash_attention supports float32, bfloat16 and float16; got {q.dtype=}")
+    has_dropout = dropout_rate > 0.0 and dropout_seed is not None
+    if attention_mask is not None:
+        bias = (1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min  # [B, S]
+    else:
+        bias = jnp.zeros((batch, seq), jnp.float32)
+    if has_dropout:
+        bh = jnp.arange(batch * heads, dtype=jnp.uint32).reshape(batch, heads, 1)
+        row_hash = dropout_row_hash(jnp.asarray(dropout_seed), bh, jnp.arange(seq, dtype=jnp.uint32))  # [B, H, T]
+    else:
+        row_hash = jnp.zeros((batch, heads, seq), jnp.uint32)
+    hm = jnp.ones((heads,), jnp.float32) if head_mask is None else jnp.asarray(head_mask).astype(jnp.float32)
+    math_ = TileMath(
+        head_dim=head_dim,
+        dropout_rate=float(dropout_rate) if has_dropout else 0.0,
+        has_bias=attention_mask is not None,
+        has_head_mask=head_mask is not None,
+    )
+    return _flash(_Plan(math_, cpu, gpu_blocks, tpu_blocks), q, k, v, bias, row_hash, hm)
