@@ -20,7 +20,7 @@ without storing it, and the XLA path and the kernels drop exactly the same entri
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,104 @@ def xla_attention(
     return out, (probs if output_attentions else None)
 
 
-_IMPLEMENTATIONS: dict[str, Callable] = {"xla": xla_attention}
+# -- the kernels -----------------------------------------------------------------------------
+# They run only where T == S and q_offset is None (training, full-sequence inference); decoding
+# with a KV cache (T < S, per-row offsets) always takes `xla_attention`.
+FLASH_MAX_HEAD_DIM = 256
+
+
+def _flash(cpu: str):
+    """`flash_attention` with `cpu` ("interpret" or "xla") as what runs when lowered for the CPU."""
+
+    def fn(
+        q,
+        k,
+        v,
+        *,
+        attention_mask=None,
+        head_mask=None,
+        dropout_rate=0.0,
+        dropout_seed=None,
+        q_offset=None,
+        output_attentions=False,
+    ):
+        del q_offset, output_attentions  # resolve_impl sends those cases to "xla"
+        from gpt_flax.kernels import flash_attention  # the kernels import this module's hash
+
+        out = flash_attention(
+            q,
+            k,
+            v,
+            attention_mask=attention_mask,
+            head_mask=head_mask,
+            dropout_rate=dropout_rate,
+            dropout_seed=dropout_seed,
+            cpu=cpu,
+        )
+        return out, None
+
+    return fn
+
+
+def cudnn_attention(
+    q,
+    k,
+    v,
+    *,
+    attention_mask=None,
+    head_mask=None,
+    dropout_rate=0.0,
+    dropout_seed=None,
+    q_offset=None,
+    output_attentions=False,
+):
+    """cuDNN's fused attention (`jax.nn.dot_product_attention`) when lowered for CUDA, XLA elsewhere.
+
+    cuDNN takes bfloat16 and float16 only and has no hook for this model's dropout hash, so float32
+    inputs and attention dropout fall back to `xla_attention`, and so does a process without CUDA
+    devices (`jax.nn.dot_product_attention` checks cuDNN when traced). Masked positions get cuDNN's own
+    large negative value rather than -1e4 / finfo.min: identical on every row that sees at least
+    one unpadded key.
+    """
+    del q_offset, output_attentions
+    kwargs = {"attention_mask": attention_mask, "head_mask": head_mask}
+    if (dropout_rate > 0.0 and dropout_seed is not None) or q.dtype == jnp.float32:
+        return xla_attention(q, k, v, dropout_rate=dropout_rate, dropout_seed=dropout_seed, **kwargs)
+
+    def cudnn(q, k, v):
+        mask = None
+        if attention_mask is not None:  # [B, 1, T, S] bool, True = attend
+            mask = jnp.broadcast_to((attention_mask != 0)[:, None, None, :], (q.shape[0], 1, q.shape[1], k.shape[1]))
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
+        if head_mask is not None:
+            out = out * head_mask.astype(out.dtype)[None, None, :, None]
+        return out
+
+    if not _has_cuda():
+        return xla_attention(q, k, v, **kwargs)
+    out = jax.lax.platform_dependent(q, k, v, cuda=cudnn, default=lambda q, k, v: xla_attention(q, k, v, **kwargs)[0])
+    return out, None
+
+
+def _has_cuda() -> bool:
+    """Whether this process has CUDA devices: JAX checks the cuDNN version while tracing, not lowering."""
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:
+        return False
+
+
+def auto_attention(q, k, v, **kwargs):
+    """The Pallas kernels on GPU and TPU, plain XLA on the CPU, chosen when lowered."""
+    return _flash("xla")(q, k, v, **kwargs)
+
+
+_IMPLEMENTATIONS: dict[str, Callable] = {
+    "xla": xla_attention,
+    "pallas": _flash("interpret"),
+    "cudnn": cudnn_attention,
+    "auto": auto_attention,
+}
 
 
 def register(name: str, fn: Callable) -> None:
@@ -115,20 +212,35 @@ def register(name: str, fn: Callable) -> None:
     _IMPLEMENTATIONS[name] = fn
 
 
-def resolve_impl(impl: str, output_attentions: bool = False) -> str:
-    """The implementation that will run for `impl`; probabilities are only returned by "xla"."""
+def resolve_impl(
+    impl: str, output_attentions: bool = False, *, q_len=None, k_len=None, head_dim=None, q_offset=None
+) -> str:
+    """The implementation that will run for `impl` on inputs of these sizes.
+
+    "auto" stays "auto": whether that is XLA (CPU) or the Pallas kernel (GPU, TPU) is decided
+    when the function is lowered. Probabilities (`output_attentions`) only come from "xla", and
+    so does anything the kernels do not cover: a KV cache (q_offset set, or T != S), and, for
+    "auto", heads wider than FLASH_MAX_HEAD_DIM ("pallas" raises for those instead).
+    """
+    if impl not in _IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(_IMPLEMENTATIONS)}")
     if output_attentions:
         return "xla"
-    if impl == "auto":
+    if impl in ("auto", "pallas", "cudnn") and (q_offset is not None or q_len != k_len):
+        return "xla"
+    if impl == "auto" and head_dim is not None and head_dim > FLASH_MAX_HEAD_DIM:
         return "xla"
     return impl
 
 
 def attention(q, k, v, *, impl: str = "auto", output_attentions: bool = False, **kwargs):
     """Dispatch to the named implementation. Returns (out [B, T, H, K], probs [B, H, T, S] or None)."""
-    name = resolve_impl(impl, output_attentions)
-    try:
-        fn = _IMPLEMENTATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(_IMPLEMENTATIONS)}") from None
-    return fn(q, k, v, output_attentions=output_attentions, **kwargs)
+    name = resolve_impl(
+        impl,
+        output_attentions,
+        q_len=q.shape[1],
+        k_len=k.shape[1],
+        head_dim=q.shape[3],
+        q_offset=kwargs.get("q_offset"),
+    )
+    return _IMPLEMENTATIONS[name](q, k, v, output_attentions=output_attentions, **kwargs)

@@ -1,0 +1,103 @@
+"""The attention dispatcher: which implementation runs, and that each agrees with `xla_attention`.
+
+The kernels themselves are tested in test_kernels.py; here everything runs as plain XLA on the
+CPU ("auto" and "cudnn" lower to XLA there), so these tests are quick.
+
+    pytest tests/test_attention.py
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpt_flax.attention import attention, resolve_impl, xla_attention
+
+B, T, H, K = 2, 9, 3, 8
+
+
+def qkv(seed=0, dtype=jnp.float32, seq=T):
+    rs = np.random.RandomState(seed)
+    return tuple(jnp.asarray(rs.normal(size=(B, seq, H, K)), dtype) for _ in range(3))
+
+
+MASK = jnp.asarray([[1] * T, [0] * 2 + [1] * (T - 2)], jnp.float32)
+VALID = np.cumsum(np.asarray(MASK), axis=1) > 0  # rows that see at least one unpadded key
+
+
+@pytest.mark.parametrize(
+    "impl, kwargs, expected",
+    [
+        ("auto", {}, "auto"),
+        ("pallas", {}, "pallas"),
+        ("cudnn", {}, "cudnn"),
+        ("xla", {}, "xla"),
+        ("pallas", {"output_attentions": True}, "xla"),
+        ("auto", {"q_offset": 3}, "xla"),
+        ("pallas", {"q_len": 1}, "xla"),  # decoding with a KV cache
+        ("cudnn", {"q_len": 1}, "xla"),
+        ("auto", {"head_dim": 512}, "xla"),
+        ("pallas", {"head_dim": 512}, "pallas"),  # flash_attention raises for it
+    ],
+)
+def test_resolve_impl(impl, kwargs, expected):
+    output_attentions = kwargs.pop("output_attentions", False)
+    sizes = {"q_len": T, "k_len": T, "head_dim": K, **kwargs}
+    assert resolve_impl(impl, output_attentions, **sizes) == expected
+
+
+def test_unknown_impl_is_an_error():
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+        attention(*qkv(), impl="flash")
+
+
+@pytest.mark.parametrize("impl", ["auto", "cudnn"])
+def test_cpu_lowering_equals_xla(impl):
+    """On the CPU "auto" runs XLA (same arithmetic as xla_attention), forward and gradients."""
+    hm = jnp.asarray([1.0, 0.0, 0.5])
+    kwargs = {"attention_mask": MASK, "head_mask": hm, "dropout_rate": 0.1, "dropout_seed": jnp.uint32(3)}
+    w = jnp.asarray(np.random.RandomState(1).normal(size=(B, T, H, K))) * VALID[:, :, None, None]
+
+    def loss(impl):
+        return lambda q, k, v, hm: jnp.sum(attention(q, k, v, impl=impl, **{**kwargs, "head_mask": hm})[0] * w)
+
+    args = (*qkv(), hm)
+    got = jax.jit(jax.value_and_grad(loss(impl), argnums=(0, 1, 2, 3)))(*args)
+    want = jax.jit(jax.value_and_grad(loss("xla"), argnums=(0, 1, 2, 3)))(*args)
+    for g, r in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(g, r, atol=1e-6, rtol=1e-6)
+
+
+def test_cudnn_without_cuda_is_xla_in_half_precision():
+    q, k, v = qkv(dtype=jnp.bfloat16)
+    out, probs = attention(q, k, v, impl="cudnn", attention_mask=MASK)
+    ref, _ = xla_attention(q, k, v, attention_mask=MASK)
+    assert probs is None
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref, np.float32))
+
+
+def test_output_attentions_returns_probabilities_from_any_impl():
+    for impl in ("auto", "pallas", "cudnn"):
+        out, probs = attention(*qkv(), impl=impl, attention_mask=MASK, output_attentions=True)
+        ref, ref_probs = xla_attention(*qkv(), attention_mask=MASK, output_attentions=True)
+        assert probs.shape == (B, H, T, T)
+        np.testing.assert_array_equal(probs, ref_probs)
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_kv_cache_shapes_fall_back_to_xla():
+    """T < S with an offset (one decoding step) runs xla_attention under every impl name."""
+    q = qkv(seq=1)[0]
+    k, v = qkv(seed=1)[1:]
+    for impl in ("auto", "pallas", "cudnn"):
+        out, _ = attention(q, k, v, impl=impl, q_offset=jnp.asarray([T - 1, T - 3]))
+        ref, _ = xla_attention(q, k, v, q_offset=jnp.asarray([T - 1, T - 3]))
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_pallas_rejects_heads_wider_than_256():
+    q = jnp.zeros((1, 4, 1, 272))
+    with pytest.raises(ValueError, match="head_dim up to 256"):
+        attention(q, q, q, impl="pallas")
