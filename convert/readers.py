@@ -1,32 +1,221 @@
-"""Checkpoint readers: files -> {HF key: numpy array}. None of them needs torch or JAX."""
+"""Checkpoint readers: a directory or Hub id -> its config and {HF key: lazy Tensor}. No torch, no JAX.
+
+    checkpoint = load_checkpoint("path/or/hub-id")     # .config, .format, .head, .state_dict
+    state_dict = read_state_dict("path/or/hub-id")     # {HF key: Tensor}; np.asarray(t) reads it
+
+Formats, looked for in this order in a directory: our Flax format (`flax_model.safetensors`,
+written by `convert.writers`), `model.safetensors`, its sharded index, `pytorch_model.bin` (torch's
+zip, through the restricted unpickler of `convert.torch_zip`), its sharded index, and OpenAI's
+original release (`convert.original`). Every format comes back under transformers' key names, so
+one name table (`convert.mapping`) serves them all. A Hub id is fetched with huggingface_hub into
+its cache (revision, cache_dir, HF_HUB_OFFLINE honoured), only the files one format needs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from typing import Optional
+from collections.abc import Callable
 
 import numpy as np
 
-from gpt_flax.hub import resolve_file
+from convert import original
+from convert.mapping import HEADS, _set, flax_paths, flax_to_hf, head_from_architectures, infer_head
+from convert.safetensors_io import open_safetensors, read_safetensors
+from convert.torch_zip import read_torch_zip
+from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig
 
+FLAX_WEIGHTS_NAME = "flax_model.safetensors"
+FLAX_FORMAT = "gpt-flax"  # the `format` in our Flax file's safetensors metadata
 SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
+BIN_NAME = "pytorch_model.bin"
+BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+
+# format -> the file that marks it, in the order a directory is searched.
+FORMATS = {
+    "flax": FLAX_WEIGHTS_NAME,
+    "safetensors": SAFETENSORS_NAME,
+    "safetensors-sharded": SAFETENSORS_INDEX_NAME,
+    "bin": BIN_NAME,
+    "bin-sharded": BIN_INDEX_NAME,
+    "original": original.SHAPES_NAME,
+}
+# format -> the files (glob patterns) to fetch from the Hub for it, besides config.json.
+HUB_PATTERNS = {
+    "flax": [FLAX_WEIGHTS_NAME],
+    "safetensors": [SAFETENSORS_NAME],
+    "safetensors-sharded": [SAFETENSORS_INDEX_NAME, "model-*-of-*.safetensors"],
+    "bin": [BIN_NAME],
+    "bin-sharded": [BIN_INDEX_NAME, "pytorch_model-*-of-*.bin"],
+    "original": [original.SHAPES_NAME, original.NAMES_NAME, "params_*.npy"],
+}
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+@dataclasses.dataclass
+class Checkpoint:
+    directory: str  # local (a Hub id is resolved to its snapshot in the cache)
+    format: str  # a key of FORMATS
+    config: OpenAIGPTConfig
+    head: str | None  # the head it was saved from, when known
+    state_dict: dict  # HF key -> Tensor (or numpy array)
 
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+
+def load_checkpoint(
+    path_or_hub_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    config: OpenAIGPTConfig | None = None,
+) -> Checkpoint:
+    """Find, check and open a checkpoint; tensors are read later, on np.asarray.
+
+    `config` stands in for a missing config.json (and is required for an original release that is
+    not the published size); a config.json beside the weights is used when present.
+    """
+    directory = resolve_directory(path_or_hub_id, revision=revision, cache_dir=cache_dir)
+    fmt = find_format(directory)
+    config_path = os.path.join(directory, CONFIG_NAME)
+    saved = OpenAIGPTConfig.from_json_file(config_path) if os.path.isfile(config_path) else None
+    if fmt == "original":
+        saved = saved or config or _published_config(directory)
+    elif saved is None and config is None:
+        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; the weights cannot be checked without one")
+    saved = saved or config
+    if fmt == "flax":
+        head, state_dict = _read_flax(os.path.join(directory, FLAX_WEIGHTS_NAME), saved)
+    elif fmt == "original":
+        head, state_dict = "lm", original.read_original(directory)
+    else:
+        state_dict = _READERS[fmt](directory)
+        head = head_from_architectures(saved.extra.get("architectures")) or infer_head(state_dict) or "base"
+    return Checkpoint(directory, fmt, saved, head, state_dict)
 
 
 def read_state_dict(
-    path_or_hub_id: str | os.PathLike, *, revision: Optional[str] = None, cache_dir: Optional[str] = None
-) -> dict[str, np.ndarray]:
-    """The state dict of a transformers checkpoint directory or Hub repo."""
-    path = resolve_file(path_or_hub_id, SAFETENSORS_NAME, required=False, revision=revision, cache_dir=cache_dir)
-    if path is None:
-        raise FileNotFoundError(f"no weights found in {path_or_hub_id} (looked for {SAFETENSORS_NAME})")
-    return read_safetensors(path)
+    path_or_hub_id: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None
+) -> dict:
+    """The {HF key: Tensor} state dict of a checkpoint directory or Hub repo, in any format above."""
+    return load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir).state_dict
+
+
+def find_format(directory: str) -> str:
+    for fmt, name in FORMATS.items():
+        if os.path.isfile(os.path.join(directory, name)):
+            return fmt
+    raise FileNotFoundError(f"no weights in {directory} (looked for {', '.join(FORMATS.values())})")
+
+
+# -- one reader per format -------------------------------------------------------------------
+def _read_sharded(directory: str, index_name: str, read_one: Callable[[str], dict]) -> dict:
+    """Shards named by an index's `weight_map` {key: file}; the index and the shards must agree."""
+    index_path = os.path.join(directory, index_name)
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index_path} is not a shard index with a weight_map ({type(e).__name__}: {e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index_path}: weight_map must map tensor names to file names")
+    tensors: dict = {}
+    for shard in sorted(set(weight_map.values())):
+        if os.path.basename(shard) != shard or shard in (".", ".."):
+            raise ValueError(f"{index_path} names shard {shard!r}, which is not a file in {directory}")
+        path = os.path.join(directory, shard)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{index_path} names shard {shard}, which is missing")
+        part = read_one(path)
+        listed = {k for k, v in weight_map.items() if v == shard}
+        if set(part) != listed:
+            odd = sorted(set(part) ^ listed)
+            raise ValueError(f"{index_path} and shard {shard} disagree on {len(odd)} tensors, e.g. {odd[:3]}")
+        tensors.update(part)
+    return tensors
+
+
+_READERS = {
+    "safetensors": lambda d: read_safetensors(os.path.join(d, SAFETENSORS_NAME)),
+    "safetensors-sharded": lambda d: _read_sharded(d, SAFETENSORS_INDEX_NAME, read_safetensors),
+    "bin": lambda d: read_torch_zip(os.path.join(d, BIN_NAME)),
+    "bin-sharded": lambda d: _read_sharded(d, BIN_INDEX_NAME, read_torch_zip),
+}
+
+
+def _read_flax(path: str, config: OpenAIGPTConfig) -> tuple[str, dict]:
+    """Our format: the param tree under '/'-joined paths; returned under HF keys (the table run backwards)."""
+    tensors, metadata = open_safetensors(path)
+    head = metadata.get("head")
+    if metadata.get("format") != FLAX_FORMAT or head not in HEADS:
+        raise ValueError(f"{path} is not a gpt-flax checkpoint (metadata {metadata})")
+    paths = flax_paths(config, head)
+    expected = {"/".join(p) for p in paths}
+    if set(tensors) != expected:
+        odd = sorted(set(tensors) ^ expected)
+        raise ValueError(f"{path} does not hold the {head} param tree of its config: {len(odd)} paths differ, e.g. {odd[:3]}")
+    tree: dict = {}
+    for p in paths:
+        _set(tree, p, np.asarray(tensors["/".join(p)]))
+    return head, flax_to_hf(tree, config, head)
+
+
+def _published_config(directory: str) -> OpenAIGPTConfig:
+    fields = original.config_fields(original.read_shapes(directory))
+    if any(fields[k] != v for k, v in original.PUBLISHED.items() if k in fields):
+        raise FileNotFoundError(
+            f"{directory} is an original release of a size other than the published one, and has no {CONFIG_NAME}: "
+            "n_head cannot be read off the arrays, so put a config.json beside them (or pass one)"
+        )
+    return OpenAIGPTConfig(**fields, n_head=original.PUBLISHED["n_head"])
+
+
+# -- where the files are ---------------------------------------------------------------------
+def resolve_directory(
+    path_or_hub_id: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None
+) -> str:
+    """A local directory as given, or a Hub repo's snapshot in the cache (fetched if need be)."""
+    path = os.fspath(path_or_hub_id)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise ValueError(f"{path} is a file; pass the directory that holds the checkpoint")
+    return _hub_snapshot(path, revision, cache_dir)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> str:
+    import huggingface_hub as hub
+    from huggingface_hub import errors
+
+    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        if _hub_offline():
+            return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
+        files = set(hub.list_repo_files(repo_id, revision=revision))
+        fmt = next((f for f, name in FORMATS.items() if name in files), None)
+        if fmt is None:
+            raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
+        patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt]
+        return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
+    except errors.HFValidationError:
+        raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
+    except errors.LocalEntryNotFoundError:
+        raise OSError(
+            f"{where} is not a local directory and HF_HUB_OFFLINE is set with no cached copy: pass a local model directory"
+        ) from None
+    except errors.RepositoryNotFoundError:
+        raise FileNotFoundError(f"{repo_id!r} is not a local directory nor a Hub repo (or the repo is private)") from None
+    except errors.RevisionNotFoundError:
+        raise ValueError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # no network, DNS, HTTP errors (requests' errors are OSErrors)
+        raise OSError(
+            f"could not fetch {where} from the Hugging Face Hub ({type(e).__name__}); pass a local model directory instead"
+        ) from None
+

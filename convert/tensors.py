@@ -1,0 +1,98 @@
+"""Lazy tensors: a checkpoint's arrays, described up front (shape, dtype) and read when asked.
+
+Readers return `{key: Tensor}`; `np.asarray(t)` reads that tensor's bytes with plain file reads into
+a fresh array. Nothing is memory-mapped whole, so converting a checkpoint holds about one copy of it
+in memory, not the file's pages plus the converted tree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import ml_dtypes
+import numpy as np
+
+# safetensors' dtype names (safetensors `Dtype`), little-endian. bfloat16 comes from ml_dtypes (JAX's).
+SAFETENSORS_DTYPES = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+SAFETENSORS_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+# The --dtype choices: floating tensors are cast to these, integer ones are left alone.
+FLOAT_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float16": np.dtype(np.float16),
+}
+
+
+def is_floating(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return np.issubdtype(dtype, np.floating) or dtype == FLOAT_DTYPES["bfloat16"]
+
+
+class Tensor:
+    """A tensor whose bytes are read on `np.asarray(t)`; `read` returns a fresh array."""
+
+    __slots__ = ("_read", "dtype", "shape", "source")
+
+    def __init__(self, shape: tuple, dtype, read: Callable[[], np.ndarray], source: str = ""):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._read = read
+        self.source = source
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._read()
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise ValueError(
+                f"{self.source}: read {array.dtype}{list(array.shape)} where the header promised "
+                f"{self.dtype}{list(self.shape)}"
+            )
+        return array if dtype is None else array.astype(dtype)
+
+    def with_hook(self, on_read: Callable[[int], None]) -> Tensor:
+        """The same tensor, calling `on_read(nbytes)` after each read (progress bars)."""
+
+        def read():
+            array = self._read()
+            on_read(self.nbytes)
+            return array
+
+        return Tensor(self.shape, self.dtype, read, self.source)
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.dtype}{list(self.shape)} from {self.source})"
+
+
+def read_at(path: str, offset: int, shape: tuple, dtype) -> np.ndarray:
+    """`prod(shape)` items of `dtype` at byte `offset` of `path`, read into a fresh array."""
+    out = np.empty(shape, dtype)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        n = f.readinto(out.reshape(-1).view(np.uint8))
+    if n != out.nbytes:
+        raise ValueError(f"{path} is truncated: wanted {out.nbytes} bytes at offset {offset}, got {n}")
+    return out

@@ -1,0 +1,250 @@
+"""torch's zip checkpoint format (`pytorch_model.bin`), read and written without torch.
+
+A `torch.save` file (torch >= 1.6, `torch/serialization.py`) is a zip archive `<name>/data.pkl`,
+`<name>/data/<key>` (one raw little-endian storage each), `<name>/byteorder`, `<name>/version`.
+`data.pkl` is a protocol-2 pickle of the state dict in which every tensor is
+`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)` and every
+storage a persistent id `("storage", torch.<Type>Storage, key, location, numel)`.
+
+A pickle can call any importable function, so files from strangers are read by an unpickler whose
+`find_class` admits exactly the globals above (mapped to our own functions, never torch's) and
+refuses anything else by name before it can be called. Tensors come back lazy (`convert.tensors`).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import math
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+
+from convert.tensors import FLOAT_DTYPES, Tensor, read_at
+
+
+class UnsafeCheckpointError(ValueError):
+    """A pickle asked for a global outside the allowed set; nothing it named was called."""
+
+
+# torch's typed storage names (torch/storage.py) <-> numpy dtypes.
+STORAGE_DTYPES = {
+    "DoubleStorage": np.dtype(np.float64),
+    "FloatStorage": np.dtype(np.float32),
+    "HalfStorage": np.dtype(np.float16),
+    "BFloat16Storage": FLOAT_DTYPES["bfloat16"],
+    "LongStorage": np.dtype(np.int64),
+    "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16),
+    "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8),
+    "BoolStorage": np.dtype(np.bool_),
+}
+STORAGE_NAMES = {v: k for k, v in STORAGE_DTYPES.items()}
+STORAGE_KEY = re.compile(r"^[A-Za-z0-9_]+$")
+ALIGNMENT = 64  # torch aligns each storage record's data to 64 bytes (`.storage_alignment`)
+FORMAT_VERSION = b"3\n"  # the `version` record torch writes
+
+
+class _StorageType:
+    """Stands in for `torch.<Type>Storage` inside the pickle: only its dtype matters."""
+
+    def __init__(self, name: str):
+        self.name, self.dtype = name, STORAGE_DTYPES[name]
+
+
+class _Storage:
+    """One `data/<key>` record, read when a tensor on it is read (stored records by plain file reads)."""
+
+    def __init__(self, path: str, record: str, offset: int | None, dtype, numel: int):
+        self.path, self.record, self.offset, self.dtype, self.numel = path, record, offset, dtype, numel
+
+    def read(self) -> np.ndarray:
+        if self.offset is not None:
+            return read_at(self.path, self.offset, (self.numel,), self.dtype)
+        out = np.empty(self.numel, self.dtype)
+        with zipfile.ZipFile(self.path) as zf, zf.open(self.record) as f:
+            n = f.readinto(out.view(np.uint8))
+        if n != out.nbytes:
+            raise ValueError(f"{self.path}: storage {self.record} holds {n} bytes, its tensor needs {out.nbytes}")
+        return out
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> Tensor:
+    """Our `_rebuild_tensor_v2`: a lazy view `size`/`stride` (in items) into `storage` from `offset`."""
+    if not isinstance(storage, _Storage):
+        raise ValueError("malformed torch checkpoint: a tensor's storage is not a storage record")  # noqa: TRY004 (a bad file, not a bad call)
+    size, stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
+        raise ValueError(f"malformed torch checkpoint: tensor size {size}, stride {stride}, offset {offset}")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if math.prod(size) else offset - 1
+    if last >= storage.numel:
+        raise ValueError(f"malformed torch checkpoint: a tensor reaches item {last} of a {storage.numel}-item storage")
+
+    def read():
+        items = storage.read()
+        if offset == 0 and math.prod(size) == storage.numel and stride == _contiguous(size):
+            return items.reshape(size)
+        view = np.lib.stride_tricks.as_strided(items[offset:], size, [s * items.itemsize for s in stride])
+        return np.array(view)
+
+    return Tensor(size, storage.dtype, read, f"{storage.path}:{storage.record}")
+
+
+def _rebuild_parameter(data, requires_grad=False, hooks=None):
+    return data
+
+
+def _contiguous(size: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, path: str, prefix: str, records: dict):
+        super().__init__(file)
+        self.path, self.prefix, self.records = path, prefix, records
+        self.storages: dict = {}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"refused {self.path}: its pickle calls {module}.{name}, which is not a tensor, storage or "
+                "OrderedDict (nothing was executed)"
+            ) from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+            raise UnsafeCheckpointError(f"refused {self.path}: unknown persistent id {pid!r:.80}")
+        _, kind, key, _location, numel = pid
+        record = f"{self.prefix}data/{key}"
+        if not isinstance(key, str) or not STORAGE_KEY.match(key) or record not in self.records:
+            raise ValueError(f"{self.path}: storage {key!r} has no data record")
+        offset, size = self.records[record]
+        if size != int(numel) * kind.dtype.itemsize:
+            raise ValueError(f"{self.path}: storage {key!r} holds {size} bytes, not {numel} x {kind.dtype}")
+        if key not in self.storages:
+            self.storages[key] = _Storage(self.path, record, offset, kind.dtype, int(numel))
+        return self.storages[key]
+
+
+def read_torch_zip(path: str) -> dict[str, Tensor]:
+    """{name: Tensor} of a `torch.save`d state dict, through the restricted unpickler."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise ValueError(f"{path} is not a torch zip checkpoint (no <name>/data.pkl)")
+            prefix = pickles[0][: -len("data.pkl")]
+            if prefix + "byteorder" in names and zf.read(prefix + "byteorder") != b"little":
+                raise ValueError(f"{path} stores big-endian tensors, which are not supported")
+            data = zf.read(pickles[0])
+            records = {i.filename: (_data_offset(zf, i), i.file_size) for i in zf.infolist() if i.filename.startswith(prefix + "data/")}
+    except zipfile.BadZipFile as e:
+        raise ValueError(
+            f"{path} is not a readable torch zip checkpoint ({e}); it may be truncated, or saved in torch's "
+            "pre-1.6 format (re-save it with torch.save)"
+        ) from None
+    try:
+        state = _RestrictedUnpickler(io.BytesIO(data), path, prefix, records).load()
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path}: malformed pickle in data.pkl ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
+    return dict(state)
+
+
+def _data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | None:
+    """Where a stored (uncompressed) record's bytes start: after its local header, name and extra field."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    zf.fp.seek(info.header_offset)
+    header = zf.fp.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+# -- writing -------------------------------------------------------------------------------
+def _unicode(s: str) -> bytes:
+    raw = s.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw  # BINUNICODE
+
+
+def _int(n: int) -> bytes:
+    if 0 <= n < 2**31:
+        return b"J" + struct.pack("<i", n)  # BININT
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw  # LONG1
+
+
+def _tuple(items) -> bytes:
+    return b"(" + b"".join(_int(n) for n in items) + b"t"  # MARK ... TUPLE
+
+
+_ORDERED_DICT = b"ccollections\nOrderedDict\n)R"  # GLOBAL, EMPTY_TUPLE, REDUCE
+
+
+def _state_dict_pickle(tensors: dict[str, np.ndarray]) -> bytes:
+    """The protocol-2 pickle torch writes for a state dict of contiguous tensors, storage i = tensor i."""
+    out = [b"\x80\x02", _ORDERED_DICT, b"("]  # PROTO 2, the dict, MARK for SETITEMS
+    for i, (name, array) in enumerate(tensors.items()):
+        storage = b"(" + _unicode("storage") + b"ctorch\n" + STORAGE_NAMES[array.dtype].encode() + b"\n"
+        storage += _unicode(str(i)) + _unicode("cpu") + _int(array.size) + b"tQ"  # TUPLE, BINPERSID
+        out += [_unicode(name), b"ctorch._utils\n_rebuild_tensor_v2\n(", storage, _int(0)]
+        out += [_tuple(array.shape), _tuple(_contiguous(array.shape)), b"\x89", _ORDERED_DICT, b"tR"]
+    out.append(b"u.")  # SETITEMS, STOP
+    return b"".join(out)
+
+
+def write_torch_zip(
+    path: str, tensors: dict[str, np.ndarray], on_write: Callable[[int], None] | None = None, chunk: int = 64 << 20
+) -> None:
+    """Write a state dict as torch.save does, loadable by `torch.load(weights_only=True)`."""
+    for name, array in tensors.items():
+        if array.dtype not in STORAGE_NAMES:
+            raise ValueError(f"cannot write {name!r}: dtype {array.dtype} has no torch storage type")
+    prefix = "pytorch_model/"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(_info(zf, prefix + "data.pkl", 0), _state_dict_pickle(tensors))
+        zf.writestr(_info(zf, prefix + "byteorder", 0), b"little")
+        for i, array in enumerate(tensors.values()):
+            flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            with zf.open(_info(zf, f"{prefix}data/{i}", flat.size), "w") as f:
+                for start in range(0, flat.size, chunk):
+                    f.write(flat[start : start + chunk])
+                    if on_write:
+                        on_write(min(chunk, flat.size - start))
+        zf.writestr(_info(zf, prefix + "version", 0), FORMAT_VERSION)
+        zf.fp.flush()
+
+
+def _info(zf: zipfile.ZipFile, name: str, size: int) -> zipfile.ZipInfo:
+    """A stored entry whose data starts on an ALIGNMENT boundary (padding in the extra field, as torch)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type, info.file_size = zipfile.ZIP_STORED, size
+    start = zf.fp.tell() + 30 + len(name.encode()) + 4  # local header, name, extra field header
+    if size * 1.05 > zipfile.ZIP64_LIMIT:
+        start += 20  # zipfile prepends a zip64 extra field for large entries
+    pad = -start % ALIGNMENT
+    info.extra = struct.pack("<HH", 0x4246, pad) + b"\0" * pad  # "FB", torch's padding record id
+    return info
