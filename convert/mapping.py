@@ -14,11 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
+from convert.tensors import is_floating
+
 PREFIX = "transformer."
+
+# head -> (transformers class, our class): config.json's `architectures` names the head.
+ARCHITECTURES = {
+    "base": ("OpenAIGPTModel", "FlaxOpenAIGPTModel"),
+    "lm": ("OpenAIGPTLMHeadModel", "FlaxOpenAIGPTLMHeadModel"),
+    "double": ("OpenAIGPTDoubleHeadsModel", "FlaxOpenAIGPTDoubleHeadsModel"),
+    "cls": ("OpenAIGPTForSequenceClassification", "FlaxOpenAIGPTForSequenceClassification"),
+}
+HEADS = tuple(ARCHITECTURES)
 
 
 def _same(x):
@@ -118,6 +130,12 @@ def _get(tree: dict, path: tuple):
     return tree
 
 
+def _cast(x, dtype=None) -> np.ndarray:
+    """np.asarray(x) (reads a lazy Tensor), floating values cast to `dtype` (bfloat16 included)."""
+    x = np.asarray(x)
+    return x.astype(dtype) if dtype is not None and is_floating(x.dtype) and x.dtype != dtype else x
+
+
 def _check_shape(key: str, array, expected: tuple) -> None:
     if tuple(array.shape) != tuple(expected):
         raise ValueError(
@@ -132,16 +150,13 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
     A shape that does not fit the config raises ValueError naming the key and both shapes.
     """
     # Accept both layouts, as transformers' from_pretrained does.
-    body = {k[len(PREFIX) :] if k.startswith(PREFIX) else k: k for k in state_dict}
+    body = {k.removeprefix(PREFIX): k for k in state_dict}
     used: set = set()
     missing: list = []
     params: dict = {}
     body_root = () if head == "base" else ("transformer",)
     out_prefix = "" if head == "base" else PREFIX
-
-    def cast(x):
-        x = np.asarray(x)
-        return x.astype(dtype) if dtype is not None and np.issubdtype(x.dtype, np.floating) else x
+    cast = partial(_cast, dtype=dtype)
 
     for entry in BODY_TABLE:
         keys = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
@@ -187,10 +202,7 @@ def flax_to_hf(params: dict, config, head: str, dtype=None) -> dict:
     body = params if head == "base" else params["transformer"]
     prefix = "" if head == "base" else PREFIX
     out: dict = {}
-
-    def cast(x):
-        x = np.asarray(x)
-        return x.astype(dtype) if dtype is not None and np.issubdtype(x.dtype, np.floating) else x
+    cast = partial(_cast, dtype=dtype)
 
     for entry in BODY_TABLE:
         value = np.asarray(_get(body, entry.flax))
@@ -220,7 +232,19 @@ def expected_hf_keys(config, head: str, tied_lm_head: bool = False) -> list:
     return keys
 
 
-def infer_head(state_dict: dict) -> Optional[str]:
+def head_from_architectures(architectures) -> str | None:
+    """The head a config.json's `architectures` names (transformers' or ours), if exactly one."""
+    heads = {h for h, names in ARCHITECTURES.items() for a in architectures or () if a in names}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def flax_paths(config, head: str) -> list[tuple]:
+    """Every path of the param tree, as `hf_to_flax` fills it (body under `transformer` on head models)."""
+    root = () if head == "base" else ("transformer",)
+    return [root + e.flax for e in BODY_TABLE] + [e.flax for e in head_table(config, head)]
+
+
+def infer_head(state_dict: dict) -> str | None:
     """The head a checkpoint was saved from, judged by its head keys (None: base or unknown)."""
     if any(k.startswith("multiple_choice_head.") for k in state_dict):
         return "double"
