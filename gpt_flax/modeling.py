@@ -329,21 +329,22 @@ class FlaxOpenAIGPTPreTrainedModel:
         output_loading_info: bool = False,
         **config_overrides,
     ):
-        """Load a transformers checkpoint (a local directory or a Hub id) into this head.
+        """Load a checkpoint (a local directory or a Hub id) into this head.
 
-        Heads the checkpoint lacks are newly initialised and reported; keys this head does not use
-        are reported. `config_overrides` (e.g. num_labels=3) change the config read from disk.
+        Reads transformers' checkpoints (safetensors or pytorch_model.bin, sharded or not), our Flax
+        format (`save_pretrained`) and OpenAI's original release (`convert.readers`). Heads the
+        checkpoint lacks are newly initialised and reported; keys this head does not use are
+        reported. `config_overrides` (e.g. num_labels=3) change the config read from disk.
         """
         from convert.mapping import hf_to_flax
-        from convert.readers import read_state_dict
+        from convert.readers import load_checkpoint
 
-        if config is None:
-            config = OpenAIGPTConfig.from_pretrained(path_or_hub_id, **config_overrides)
-        elif config_overrides:
+        checkpoint = load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir, config=config)
+        config = checkpoint.config if config is None else config
+        if config_overrides:
             config = config.replace(**config_overrides)
         config = cls._adapt_config(config)
-        state_dict = read_state_dict(path_or_hub_id, revision=revision, cache_dir=cache_dir)
-        loaded = hf_to_flax(state_dict, config, cls.head, dtype=np.dtype(param_dtype))
+        loaded = hf_to_flax(checkpoint.state_dict, config, cls.head, dtype=np.dtype(param_dtype))
         model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
         model.params = _fill_missing(loaded.params, model, seed) if loaded.missing_keys else _to_jax(loaded.params)
         name = cls.__name__
@@ -362,6 +363,18 @@ class FlaxOpenAIGPTPreTrainedModel:
             logger.warning("lm_head.weight in %s differs from tokens_embed.weight; the head is tied, so it was ignored", path_or_hub_id)
         model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
         return (model, model.loading_info) if output_loading_info else model
+
+    def save_pretrained(self, directory, format: str = "flax", *, dtype: Optional[str] = None, bin: bool = False):
+        """Write this model to `directory`, atomically; `from_pretrained` loads either format back.
+
+        format "flax": config.json + flax_model.safetensors (the param tree under '/'-joined paths).
+        format "hf": transformers' config.json + model.safetensors (+ pytorch_model.bin if `bin`),
+        which transformers' `from_pretrained` loads into the matching class. `dtype` casts floating
+        weights ("float32", "bfloat16", "float16"). Returns {file name: bytes written}.
+        """
+        from convert.writers import save_params
+
+        return save_params(directory, self.params, self.config, self.head, format=format, dtype=dtype, bin=bin)
 
 
 def _to_jax(tree):

@@ -1,0 +1,433 @@
+"""Weight conversion (convert/ and `gpt-flax convert`): readers, name table, writers, refusals.
+
+The oracle is transformers 4.56.2: its own save_pretrained writes the inputs (safetensors and .bin,
+sharded and not), its own from_pretrained and `load_tf_weights_in_openai_gpt` read the outputs.
+Tiny configs with distinct sizes (D=24, H=3, L=2, V=37, P=11, 3 labels), every parameter random
+(biases and LayerNorms too), and values compared, never shapes alone.
+
+    pytest tests/test_convert.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from safetensors.numpy import load_file
+
+from convert import original, writers
+from convert.mapping import ARCHITECTURES, HEADS
+from convert.pipeline import convert
+from convert.readers import read_state_dict
+from convert.torch_zip import read_torch_zip
+from convert.verify import sample_inputs
+from gpt_flax import modeling
+from gpt_flax.cli import main
+from gpt_flax.config import OpenAIGPTConfig
+
+torch.set_num_threads(1)
+transformers.logging.set_verbosity_error()
+
+TINY = {"vocab_size": 37, "n_positions": 11, "n_embd": 24, "n_layer": 2, "n_head": 3}
+SAVE_OPTIONS = {
+    "safetensors": {"safe_serialization": True},
+    "safetensors-sharded": {"safe_serialization": True, "max_shard_size": "20KB"},
+    "bin": {"safe_serialization": False},
+    "bin-sharded": {"safe_serialization": False, "max_shard_size": "20KB"},
+}
+OUTPUTS = {"base": ("last_hidden_state",), "lm": ("logits",), "double": ("logits", "mc_logits"), "cls": ("logits",)}
+
+
+def hf_class(head):
+    return getattr(transformers, ARCHITECTURES[head][0])
+
+
+def flax_class(head):
+    return getattr(modeling, ARCHITECTURES[head][1])
+
+
+def hf_tiny_config(**overrides):
+    return transformers.OpenAIGPTConfig(**TINY, num_labels=3, **overrides)
+
+
+def randomize(model, seed: int):
+    """Every parameter random, so a bias or LayerNorm mapped wrongly changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def torch_models():
+    return {head: randomize(hf_class(head)(hf_tiny_config()), i) for i, head in enumerate(HEADS)}
+
+
+def torch_outputs(model, head, config) -> dict:
+    ids = sample_inputs(config, head)
+    with torch.no_grad():
+        out = model(torch.from_numpy(ids))
+    return {name: getattr(out, name).numpy() for name in OUTPUTS[head]}
+
+
+def flax_outputs(model, head) -> dict:
+    out = model(sample_inputs(model.config, head))
+    return {name: np.asarray(getattr(out, name)) for name in OUTPUTS[head]}
+
+
+def torch_state(model) -> dict:
+    """What transformers writes to safetensors: the state dict without the tied lm_head."""
+    return {k: v.numpy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def save_hf(model, directory, fmt: str) -> str:
+    model.save_pretrained(directory, **SAVE_OPTIONS[fmt])
+    return str(directory)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(["convert", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def leftovers(parent) -> list:
+    return [n for n in os.listdir(parent) if ".tmp-" in n]
+
+
+# -- round trips -------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", list(SAVE_OPTIONS))
+@pytest.mark.parametrize("head", HEADS)
+def test_round_trip_hf_flax_hf_is_bit_exact_and_loads_in_transformers(tmp_path, torch_models, head, fmt):
+    model = torch_models[head]
+    src = save_hf(model, tmp_path / "src", fmt)
+    convert(src, tmp_path / "flax", to="flax")
+    report = convert(tmp_path / "flax", tmp_path / "hf", to="hf")
+    assert report.missing_keys == [] and report.unused_keys == []
+    written, expected = load_file(tmp_path / "hf" / "model.safetensors"), torch_state(model)
+    assert set(written) == set(expected)
+    for key in expected:
+        assert written[key].dtype == expected[key].dtype and np.array_equal(written[key], expected[key]), key
+    with open(tmp_path / "hf" / "config.json") as f:
+        assert json.load(f)["architectures"] == [ARCHITECTURES[head][0]]
+    reloaded = hf_class(head).from_pretrained(tmp_path / "hf").eval()
+    config = OpenAIGPTConfig.from_pretrained(tmp_path / "hf")
+    for name, value in torch_outputs(model, head, config).items():
+        assert np.array_equal(torch_outputs(reloaded, head, config)[name], value), name
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_converted_flax_model_matches_transformers(tmp_path, torch_models, head):
+    src = save_hf(torch_models[head], tmp_path / "src", "safetensors")
+    convert(src, tmp_path / "flax")
+    ours = flax_class(head).from_pretrained(tmp_path / "flax")
+    expected = torch_outputs(torch_models[head], head, ours.config)
+    for name, value in flax_outputs(ours, head).items():
+        np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_bin_writer_loads_in_torch_and_transformers(tmp_path, torch_models):
+    model = torch_models["double"]
+    convert(save_hf(model, tmp_path / "src", "bin-sharded"), tmp_path / "hf", to="hf", bin=True)
+    loaded = torch.load(tmp_path / "hf" / "pytorch_model.bin", weights_only=True)
+    expected = torch_state(model)
+    assert set(loaded) == set(expected)
+    assert all(np.array_equal(loaded[k].numpy(), v) for k, v in expected.items())
+    os.remove(tmp_path / "hf" / "model.safetensors")  # make transformers read the .bin
+    reloaded = hf_class("double").from_pretrained(tmp_path / "hf").eval()
+    config = OpenAIGPTConfig.from_pretrained(tmp_path / "hf")
+    assert np.array_equal(torch_outputs(reloaded, "double", config)["mc_logits"], torch_outputs(model, "double", config)["mc_logits"])
+
+
+def test_torch_zip_reader_is_bit_exact_on_views_shared_storage_and_dtypes(tmp_path):
+    base = torch.randn(4, 6)
+    state = {
+        "f32": base,
+        "transposed": base.t(),  # non-contiguous
+        "row": base[2],  # offset into a shared storage
+        "bf16": torch.randn(5).to(torch.bfloat16),
+        "f16": torch.randn(2, 3).to(torch.float16),
+        "i64": torch.arange(7),
+        "param": torch.nn.Parameter(torch.randn(3)),
+    }
+    torch.save(state, tmp_path / "x.bin")
+    read = read_torch_zip(str(tmp_path / "x.bin"))
+    for key, value in state.items():
+        value = value.detach()
+        expected = value.view(torch.int16).numpy() if value.dtype == torch.bfloat16 else value.numpy()
+        got = np.asarray(read[key])
+        assert np.array_equal(got.view(np.int16) if value.dtype == torch.bfloat16 else got, expected), key
+
+
+# -- heads, dtypes ----------------------------------------------------------------------------
+def test_loading_one_head_into_another_lists_new_and_unused_keys(tmp_path, torch_models):
+    lm = save_hf(torch_models["lm"], tmp_path / "lm", "bin")  # the .bin keeps lm_head.weight
+    report = convert(lm, tmp_path / "cls", head="cls")
+    assert report.missing_keys == ["score.weight"] and report.unused_keys == ["lm_head.weight"]
+    cls = flax_class("cls").from_pretrained(tmp_path / "cls")
+    assert np.array_equal(cls.params["transformer"]["h"]["attn"]["c_proj"]["kernel"][1], torch_state(torch_models["lm"])["transformer.h.1.attn.c_proj.weight"])
+    score = np.asarray(cls.params["score"]["kernel"])
+    assert score.shape == (24, 3) and 0 < score.std() < 0.1  # normal(0, initializer_range), newly drawn
+
+    double = save_hf(torch_models["double"], tmp_path / "double", "safetensors")
+    report = convert(double, tmp_path / "base", head="base", to="hf")
+    assert report.missing_keys == []
+    assert report.unused_keys == ["multiple_choice_head.summary.bias", "multiple_choice_head.summary.weight"]
+    written = load_file(tmp_path / "base" / "model.safetensors")
+    expected = torch_state(torch_models["double"])
+    assert set(written) == {k.removeprefix("transformer.") for k in expected if k.startswith("transformer.")}
+    assert all(np.array_equal(v, expected["transformer." + k]) for k, v in written.items())
+    base = hf_class("base").from_pretrained(tmp_path / "base").eval()  # an unprefixed checkpoint
+    assert np.array_equal(base.h[0].mlp.c_fc.weight.detach().numpy(), expected["transformer.h.0.mlp.c_fc.weight"])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_dtype_control(tmp_path, torch_models, dtype):
+    model = torch_models["lm"]
+    src = save_hf(model, tmp_path / "src", "safetensors")
+    convert(src, tmp_path / "flax", dtype=dtype)
+    convert(tmp_path / "flax", tmp_path / "hf", to="hf")
+    written = load_file(tmp_path / "hf" / "model.safetensors")
+    for key, value in torch_state(model).items():
+        expected = torch.from_numpy(value).to(getattr(torch, dtype)).view(torch.int16).numpy()
+        assert np.array_equal(written[key].view(np.int16), expected), key
+    with open(tmp_path / "hf" / "config.json") as f:
+        assert json.load(f)["dtype"] == dtype
+    assert hf_class("lm").from_pretrained(tmp_path / "hf", torch_dtype="auto").dtype == getattr(torch, dtype)
+    convert(tmp_path / "flax", tmp_path / "f32", to="hf", dtype="float32")  # and back up, exactly
+    assert all(v.dtype == np.float32 for v in load_file(tmp_path / "f32" / "model.safetensors").values())
+
+
+# -- OpenAI's original release ------------------------------------------------------------------
+def write_release(directory, n_layer=2, D=24, V=37, P=11, seed=0) -> None:
+    """Random arrays in the release's layout: shapes list + one flat float32 array in 10 npy parts."""
+    shapes = [[P, D], [V, D]]
+    for _ in range(n_layer):
+        shapes += [[1, D, 3 * D], [3 * D], [1, D, D], [D], [D], [D], [1, D, 4 * D], [4 * D], [1, 4 * D, D], [D], [D], [D]]
+    flat = np.random.default_rng(seed).normal(0, 0.3, sum(int(np.prod(s)) for s in shapes)).astype(np.float32)
+    os.makedirs(directory)
+    for i, part in enumerate(np.array_split(flat, original.N_PARTS)):
+        np.save(os.path.join(directory, original.PART_NAME.format(i)), part)
+    with open(os.path.join(directory, original.SHAPES_NAME), "w") as f:
+        json.dump(shapes, f)
+    with open(os.path.join(directory, original.NAMES_NAME), "w") as f:  # transformers' loader needs it
+        json.dump(original.tf_names(n_layer), f)
+
+
+def test_original_release_matches_load_tf_weights_in_openai_gpt(tmp_path):
+    release = tmp_path / "release"
+    write_release(release)
+    config = hf_tiny_config()
+    config.save_pretrained(release)
+    theirs = hf_class("lm")(config).eval()
+    transformers.models.openai.modeling_openai.load_tf_weights_in_openai_gpt(theirs.transformer, config, str(release))
+
+    report = convert(release, tmp_path / "hf", to="hf")
+    assert (report.source_format, report.head, report.missing_keys) == ("original", "lm", [])
+    written, expected = load_file(tmp_path / "hf" / "model.safetensors"), torch_state(theirs)
+    assert set(written) == set(expected) and all(np.array_equal(written[k], v) for k, v in expected.items())
+
+    ours = flax_class("lm").from_pretrained(release)
+    expected = torch_outputs(theirs, "lm", ours.config)["logits"]
+    np.testing.assert_allclose(flax_outputs(ours, "lm")["logits"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_original_release_without_config_needs_one_unless_published_size(tmp_path, capsys):
+    release = tmp_path / "release"
+    write_release(release)
+    rc, _, err = run_cli(capsys, release, tmp_path / "out")
+    assert rc == 1 and "n_head" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "out")
+    config = tmp_path / "config.json"
+    OpenAIGPTConfig(**TINY).save_pretrained(tmp_path)
+    rc, out, _ = run_cli(capsys, release, tmp_path / "out", "--config", config)
+    assert rc == 0 and "parameters: " in out
+    with open("/work/shared/openai-gpt-tokenizer/params_shapes.json") as f:
+        published = [tuple(s) for s in json.load(f)]
+    assert original.config_fields(published) == {"vocab_size": 40478, "n_positions": 512, "n_embd": 768, "n_layer": 12}
+
+
+# -- refusals ---------------------------------------------------------------------------------
+class _Evil:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("call", ["os.system", "builtins.eval"])
+def test_malicious_bin_is_refused_before_anything_runs(tmp_path, capsys, torch_models, call):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
+    marker = tmp_path / "pwned"
+    payload = (
+        _Evil(os.system, f"touch {marker}") if call == "os.system" else _Evil(eval, f"open({str(marker)!r}, 'w')")
+    )
+    state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
+    torch.save({**state, "zz.evil": payload}, os.path.join(src, "pytorch_model.bin"))
+    rc, _, err = run_cli(capsys, src, tmp_path / "dst")
+    assert rc == 1 and "refused" in err and len(err.strip().splitlines()) == 1, err
+    assert ("system" in err) if call == "os.system" else (".eval," in err), err  # pickle protocol 2 names it __builtin__.eval
+    assert not marker.exists() and not (tmp_path / "dst").exists() and not leftovers(tmp_path)
+
+
+def _truncate(src):
+    path = os.path.join(src, "model.safetensors")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 100)
+
+
+def _misfit_config(src):
+    with open(os.path.join(src, "config.json")) as f:
+        d = json.load(f)
+    d["vocab_size"] = 40
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(d, f)
+
+
+def _fewer_layers(src):
+    with open(os.path.join(src, "config.json")) as f:
+        d = json.load(f)
+    d["n_layer"] = 1
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(d, f)
+
+
+def _no_config(src):
+    os.remove(os.path.join(src, "config.json"))
+
+
+def _no_weights(src):
+    os.remove(os.path.join(src, "model.safetensors"))
+
+
+def _index_disagrees(src):
+    path = os.path.join(src, "model.safetensors.index.json")
+    with open(path) as f:
+        index = json.load(f)
+    del index["weight_map"]["transformer.h.1.ln_2.bias"]
+    with open(path, "w") as f:
+        json.dump(index, f)
+
+
+@pytest.mark.parametrize(
+    "damage, fmt, message",
+    [
+        (_truncate, "safetensors", "truncated"),
+        (_misfit_config, "safetensors", "config expects (40, 24)"),
+        (_fewer_layers, "safetensors", "n_layer=1"),
+        (_no_config, "safetensors", "has no config.json"),
+        (_no_weights, "safetensors", "no weights in"),
+        (_index_disagrees, "safetensors-sharded", "disagree"),
+    ],
+)
+def test_bad_sources_are_refused_with_one_line_and_nothing_written(tmp_path, capsys, torch_models, damage, fmt, message):
+    src = save_hf(torch_models["lm"], tmp_path / "src", fmt)
+    damage(src)
+    rc, _, err = run_cli(capsys, src, tmp_path / "dst")
+    assert rc == 1 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("gpt-flax convert: error: ")
+    assert not (tmp_path / "dst").exists() and not leftovers(tmp_path)
+
+
+def test_hub_id_offline_without_cache_says_pass_a_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc, _, err = run_cli(capsys, "openai-community/openai-gpt", tmp_path / "dst", "--cache-dir", tmp_path / "cache")
+    assert rc == 1 and "HF_HUB_OFFLINE" in err and "local model directory" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "dst").exists()
+
+
+def test_hub_id_offline_reads_the_cached_snapshot(tmp_path, torch_models, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "cache" / "models--someone--tiny-gpt"
+    save_hf(torch_models["lm"], repo / "snapshots" / "0123abcd", "safetensors")
+    os.makedirs(repo / "refs")
+    (repo / "refs" / "main").write_text("0123abcd")
+    report = convert("someone/tiny-gpt", tmp_path / "dst", cache_dir=str(tmp_path / "cache"))
+    assert report.source_format == "safetensors"
+    assert set(read_state_dict(tmp_path / "dst")) == set(torch_state(torch_models["lm"]))
+
+
+# -- atomic writes, save_pretrained, the command line ----------------------------------------------
+def test_a_crash_while_writing_leaves_no_checkpoint_and_keeps_the_old_one(tmp_path, torch_models, monkeypatch):
+    src = save_hf(torch_models["cls"], tmp_path / "src", "safetensors")
+    real = writers.write_safetensors
+
+    def crash(path, tensors, *args, **kwargs):
+        real(path, dict(list(tensors.items())[:3]), *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writers, "write_safetensors", crash)
+    with pytest.raises(OSError, match="disk full"):
+        convert(src, tmp_path / "new")
+    assert not (tmp_path / "new").exists() and not leftovers(tmp_path)
+
+    monkeypatch.setattr(writers, "write_safetensors", real)
+    convert(src, tmp_path / "old")
+    (tmp_path / "old" / "tokenizer.json").write_text("{}")
+    before = read_state_dict(tmp_path / "old")
+    monkeypatch.setattr(writers, "write_safetensors", crash)
+    with pytest.raises(OSError, match="disk full"):
+        convert(src, tmp_path / "old", head="lm", overwrite=True)
+    after = read_state_dict(tmp_path / "old")
+    assert set(after) == set(before) and all(np.array_equal(np.asarray(after[k]), np.asarray(before[k])) for k in before)
+    assert not leftovers(tmp_path)
+
+    monkeypatch.setattr(writers, "write_safetensors", real)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        convert(src, tmp_path / "old", to="hf")
+    convert(src, tmp_path / "old", to="hf", overwrite=True)
+    assert sorted(os.listdir(tmp_path / "old")) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_save_pretrained_both_formats(tmp_path):
+    config = OpenAIGPTConfig(**TINY)
+    model = flax_class("double")(config, seed=3)
+    model.save_pretrained(tmp_path / "flax")
+    again = flax_class("double").from_pretrained(tmp_path / "flax")
+    flat = lambda tree: {"/".join(map(str, p)): np.asarray(v) for p, v in _leaves(tree)}
+    a, b = flat(model.params), flat(again.params)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+    model.save_pretrained(tmp_path / "hf", format="hf")
+    theirs = hf_class("double").from_pretrained(tmp_path / "hf").eval()
+    ours = flax_outputs(model, "double")
+    for name, value in torch_outputs(theirs, "double", model.config).items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="format"):
+        model.save_pretrained(tmp_path / "x", format="onnx")
+
+
+def _leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, path + (k,))
+    else:
+        yield path, tree
+
+
+def test_cli_summary_and_verify(tmp_path, capsys, torch_models):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
+    rc, out, _ = run_cli(capsys, src, tmp_path / "dst", "--head", "double", "--to", "hf", "--verify", "--quiet")
+    assert rc == 0, out
+    assert "parameters: " in out and "multiple_choice_head.summary.weight" in out and "bytes in 2 files" in out
+    line = next(x for x in out.splitlines() if x.startswith("verify: max abs difference"))
+    assert float(line.split("mc_logits ")[1].split()[0]) < 1e-5
+    help_text = subprocess.run(
+        [sys.executable, "-m", "gpt_flax", "convert", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert all(flag in help_text for flag in ("--head", "--to", "--dtype", "--verify"))
+
+
+def test_no_torch_import_in_the_library():
+    code = "import sys, convert.pipeline, convert.readers, convert.writers; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
