@@ -7,6 +7,7 @@ from gpt_flax.modeling import (
     FlaxOpenAIGPTLMHeadModel,
     FlaxOpenAIGPTModel,
 )
+from gpt_flax.tokenizer import OpenAIGPTTokenizer
 
 __all__ = [
     "OpenAIGPTConfig",
@@ -14,4 +15,5 @@ __all__ = [
     "FlaxOpenAIGPTLMHeadModel",
     "FlaxOpenAIGPTDoubleHeadsModel",
     "FlaxOpenAIGPTForSequenceClassification",
+    "OpenAIGPTTokenizer",
 ]
