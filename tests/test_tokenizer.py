@@ -1,0 +1,435 @@
+"""OpenAIGPTTokenizer against transformers 4.56.2: the fast tokenizer (default) and the slow one with spacy + ftfy
+(original=True), built from the same vocabulary files, on a varied corpus; saving, loading, padding, errors.
+
+    python -m pytest tests/test_tokenizer.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import transformers
+from tokenizers import AddedToken
+from transformers.models.openai import tokenization_openai
+
+from gpt_flax import text_standardize as original_pipeline
+from gpt_flax.tokenizer import OpenAIGPTTokenizer
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+VOCAB, MERGES = os.path.join(FIXTURES, "vocab.json"), os.path.join(FIXTURES, "merges.txt")
+TASK_TOKENS = {"bos_token": "_start_", "sep_token": "_delimiter_", "cls_token": "_classify_"}  # the paper's
+
+CORPUS = [
+    "",
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "Café naïve résumé façade Ångström Øresund São Paulo",
+    "ÉCOLE NORMALE SUPÉRIEURE",
+    "Combining: e\u0301 a\u0308 n\u0303",
+    "dashes — en – bar ― hyphen-ated --double ~~~tilde",
+    "ellipsis… and ... dots.... ´acute´",
+    "\"double\" 'single' “curly” ‘curly’ «guillemets» „low“",
+    "don't can't won't I'm you're he's we've they'd y'all 'tis rock'n'roll",
+    "DON'T SHOUT!!! Why??? ok;;; (nested (parens)) [brackets] {braces} a|b|c back\\slash",
+    "1 22 333 3.14159 -42 +7 1,000,000 1e-9 0x1F 50% $9.99 £5 €10 ¥100 12:30pm 2024-01-31",
+    "https://www.example.com/path?query=1&x=y#frag mailto:someone@example.org ftp://a.b/c",
+    "emoji 😀🎉👍🏽 👨‍👩‍👧 flags 🇫🇷 hearts ❤️ ✨",
+    "中文字符测试 日本語のテキスト 한국어 텍스트 ｶﾀｶﾅ ＦＵＬＬＷＩＤＴＨ",
+    "Ελληνικά ΟΔΟΣ ΣΟΦΟΣ Русский текст עברית العربية हिन्दी",
+    "control\x00chars\x01\x02\x07\x1b[0m tab\there\x0bvt\x0cff\x7fdel \ufffd\u200bzero\u200dwidth\ufeffbom",
+    "   leading and trailing spaces   ",
+    "runs    of     spaces\t\t\ttabs",
+    "line one\nline two\n\n\nline five\r\nwindows\rmac \u2028sep\u2029para \x85nel",
+    "\n\n\n",
+    " ",
+    "a",
+    "A.",
+    "U.S.A. e.g. i.e. Mr. Dr. St. etc.",
+    "mojibake: Ã©tÃ© â€œquotedâ€\x9d cafÃ©",
+    "HTML &amp; entities &lt;b&gt; <b>tags</b> <unk> <UNK>",
+    "snake_case_name CamelCaseName kebab-case-name __dunder__ #hashtag @mention",
+    "ﬁ ligature ﬂ ß ẞ İstanbul ǅ ΐ",
+    "math: x² + y³ = z½ ≤ ∞ ∑ √2 ≠ π",
+    "_start_ Question? _delimiter_ Answer. _classify_",
+    "The\u00a0non\u2009breaking\u3000spaces",
+]
+
+
+def fuzz_texts(count: int, seed: int = 0) -> list[str]:
+    """Random strings over characters and fragments that stress the two pipelines' corners."""
+    pool = list(
+        "abcXYZ éÉèñüßΣσς' \t\n\r\x0b\x0c\u00a0\u2028\u3000\u200b\x00\x01\x85\ufffd—–―…´\"“”‘’-~!;?+,)(\\/*[]{}|_.:"
+        "0123456789@#$%^&<>😀中文한日本語ｱﾟ\u0301"
+    ) + ["don't", "I'm", "http://x.com/a?b=1", "U.S.", "  ", "\n\n", "Ã©", "'s", "3.14", "1,000", "<unk>", "_classify_"]
+    rng = random.Random(seed)
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(0, 40))) for _ in range(count)]
+
+
+def long_text(n_bytes: int = 100_000, seed: int = 1) -> str:
+    """About `n_bytes` of UTF-8 built from the corpus, in random order."""
+    rng = random.Random(seed)
+    pieces, size = [], 0
+    while size < n_bytes:
+        pieces.append(rng.choice(CORPUS[1:]))
+        size += len(pieces[-1].encode("utf-8")) + 1
+    return " ".join(pieces)
+
+
+TEXTS = CORPUS + fuzz_texts(300) + [long_text()]
+
+
+@pytest.fixture(scope="module")
+def hf_fast():
+    return transformers.OpenAIGPTTokenizerFast(vocab_file=VOCAB, merges_file=MERGES)
+
+
+@pytest.fixture(scope="module")
+def hf_slow():
+    tok = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    assert tok.fix_text is not None, "transformers' slow tokenizer did not find spacy + ftfy"
+    return tok
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+
+
+@pytest.fixture(scope="module")
+def ours_original():
+    return OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
+
+
+def hf_ids(hf_tok, texts):
+    return [hf_tok.encode(text) for text in texts]
+
+
+# ---- the default pipeline: transformers' fast tokenizer ------------------------------------------------------
+
+
+def test_default_matches_fast_ids_offsets_tokens_decode(ours, hf_fast):
+    ref = hf_fast(TEXTS, return_offsets_mapping=True)
+    got = ours(TEXTS, return_offsets_mapping=True)
+    assert set(got) == {"input_ids", "attention_mask", "offset_mapping"}
+    for i, text in enumerate(TEXTS):
+        assert got["input_ids"][i] == ref["input_ids"][i], repr(text[:80])
+        assert [tuple(o) for o in got["offset_mapping"][i]] == [tuple(o) for o in ref["offset_mapping"][i]]
+        assert got["attention_mask"][i] == ref["attention_mask"][i]
+    assert sum(map(len, got["input_ids"])) > 30_000  # the 100 kB text is in there
+    assert ours(TEXTS)["input_ids"] == ref["input_ids"]  # the batch path without offsets
+    for text in TEXTS[:40]:
+        assert ours.encode(text) == hf_fast.encode(text)
+        assert ours.tokenize(text) == hf_fast.tokenize(text)
+    ids = ref["input_ids"]
+    assert ours.batch_decode(ids) == hf_fast.batch_decode(ids)
+    for row in ids[:40] + ids[-1:]:
+        for skip in (False, True):
+            for clean in (False, True):
+                kwargs = {"skip_special_tokens": skip, "clean_up_tokenization_spaces": clean}
+                assert ours.decode(row, **kwargs) == hf_fast.decode(row, **kwargs)
+
+
+def test_vocabulary_api_matches_fast(ours, hf_fast):
+    assert len(ours) == len(hf_fast) == 40478
+    assert ours.vocab_size == hf_fast.vocab_size
+    assert ours.get_vocab() == hf_fast.get_vocab()
+    assert (ours.unk_token, ours.unk_token_id) == (hf_fast.unk_token, hf_fast.unk_token_id) == ("<unk>", 0)
+    assert ours.pad_token is None and ours.pad_token_id is None and hf_fast.pad_token is None
+    tokens = ["hello</w>", "th", "<unk>", "not-a-token", "\n</w>", "café</w>"]
+    assert ours.convert_tokens_to_ids(tokens) == hf_fast.convert_tokens_to_ids(tokens)
+    assert ours.convert_tokens_to_ids("hello</w>") == hf_fast.convert_tokens_to_ids("hello</w>")
+    ids = [0, 3, 40477, 3570, 239]
+    assert ours.convert_ids_to_tokens(ids) == hf_fast.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == hf_fast.convert_ids_to_tokens(
+        ids, skip_special_tokens=True
+    )
+    assert ours.decode(3570) == hf_fast.decode(3570)
+    assert ours.decode(np.array(ids)) == hf_fast.decode(ids)
+
+
+def test_added_tokens_match_fast(hf_fast):
+    ours, ref = OpenAIGPTTokenizer.from_pretrained(FIXTURES), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    counts = []
+    for tok in (ours, ref):
+        counts.append(tok.add_special_tokens({**TASK_TOKENS, "pad_token": "<pad>"}))
+        counts.append(tok.add_tokens(["gpt-flax", "NewWord", "th"]))  # "th" is in the vocabulary already
+        counts.append(tok.add_tokens(["<extra>"], special_tokens=True))
+    assert counts[:3] == counts[3:] and counts[0] == 4
+    assert len(ours) == len(ref) > 40478 + 6
+    for name in ("bos_token", "sep_token", "cls_token", "pad_token"):
+        assert (getattr(ours, name), getattr(ours, name + "_id")) == (getattr(ref, name), getattr(ref, name + "_id"))
+    texts = TEXTS[:-1] + ["_start_ A gpt-flax NewWord newword the th <pad><extra> _delimiter_ B _CLASSIFY_ _classify_"]
+    assert ours(texts)["input_ids"] == ref(texts)["input_ids"]
+    for row in ref(texts)["input_ids"][-5:]:
+        for skip in (False, True):
+            assert ours.decode(row, skip_special_tokens=skip) == ref.decode(row, skip_special_tokens=skip)
+    assert ours.get_vocab() == ref.get_vocab()
+
+
+# ---- original=True: transformers' slow tokenizer with spacy and ftfy -------------------------------------------
+
+
+def test_original_matches_slow_ids(ours_original, hf_slow):
+    assert ours_original(TEXTS)["input_ids"] == hf_ids(hf_slow, TEXTS)
+    for text in CORPUS:
+        assert ours_original.encode(text) == hf_slow.encode(text)
+    # The two pipelines differ (accents, dashes, contractions), so the test above can tell them apart.
+    assert ours_original.encode(CORPUS[9]) != OpenAIGPTTokenizer.from_pretrained(FIXTURES).encode(CORPUS[9])
+
+
+def test_original_with_added_tokens_matches_slow(hf_slow):
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
+    ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    for tok in (ours, ref):
+        tok.add_special_tokens({**TASK_TOKENS, "pad_token": "<pad>"})
+        tok.add_tokens(["gpt-flax", "NewWord"])
+        tok.add_tokens([AddedToken("<eat>", lstrip=True, rstrip=True, special=True)], special_tokens=True)
+        tok.add_tokens([AddedToken("<sw>", single_word=True, special=True)], special_tokens=True)
+        tok.add_tokens([AddedToken("<swl>", single_word=True, lstrip=True, special=True)], special_tokens=True)
+        tok.add_tokens([AddedToken("swr", single_word=True, rstrip=True, special=True)], special_tokens=True)
+        tok.add_special_tokens({"additional_special_tokens": ["<EXTRA>"]}, replace_additional_special_tokens=False)
+    assert len(ours) == len(ref)
+    texts = CORPUS + [
+        "_start_ Héllo — don't _delimiter_ WORLD… _classify_",
+        "_CLASSIFY_ _Start_ gpt-flax GPT-FLAX NewWord newword <pad><pad> <unk> <UNK>",
+        "left  <eat>  right\n<eat>\nx ΣΟΦΟΣ<eat>ΟΔΟΣ",
+        "a <sw> b a<sw> b a <sw>b <sw><sw> x<sw>y <pad><sw><pad> <sw>",
+        "a  <swl> b a<swl>b <swl> x <eat><swl> <swl><eat>y a\t<swl> b\n\n<swl>",
+        "swr\tb swr  b xswr\ny <EXTRA> <extra> <Extra>",
+    ]
+    assert ours(texts)["input_ids"] == hf_ids(ref, texts)
+
+
+def test_text_standardize_is_transformers(hf_slow):
+    for text in CORPUS + fuzz_texts(100, seed=2):
+        assert original_pipeline.text_standardize(text) == tokenization_openai.text_standardize(text)
+
+
+def test_original_needs_spacy_and_ftfy(monkeypatch):
+    monkeypatch.setattr(original_pipeline, "_importable", lambda name: name != "spacy")
+    with pytest.raises(ImportError, match=r"spacy.*gpt-flax\[original\]"):
+        OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
+
+
+def test_original_has_no_offsets(ours_original):
+    with pytest.raises(ValueError, match="offsets"):
+        ours_original("text", return_offsets_mapping=True)
+
+
+# ---- saving and loading, both ways ---------------------------------------------------------------------------
+
+
+def with_task_tokens(tok):
+    tok.add_special_tokens({**TASK_TOKENS, "pad_token": "<pad>"})
+    tok.add_tokens(["gpt-flax"])
+    return tok
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_save_pretrained_loads_in_transformers(tmp_path, original):
+    ours = with_task_tokens(OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=original, model_max_length=512))
+    ours.save_pretrained(tmp_path)
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path, use_fast=not original)
+    assert isinstance(ref, transformers.OpenAIGPTTokenizer if original else transformers.OpenAIGPTTokenizerFast)
+    texts = TEXTS[:-1] + ["_start_ x gpt-flax _delimiter_ y _classify_"]
+    assert ours(texts)["input_ids"] == hf_ids(ref, texts)
+    assert len(ref) == len(ours) and ref.model_max_length == 512
+    assert (ref.pad_token, ref.pad_token_id, ref.cls_token_id) == (ours.pad_token, ours.pad_token_id, ours.cls_token_id)
+    again = OpenAIGPTTokenizer.from_pretrained(tmp_path, original=original)
+    assert again(texts)["input_ids"] == ours(texts)["input_ids"]
+    assert (again.pad_token_id, again.model_max_length, len(again)) == (ours.pad_token_id, 512, len(ours))
+
+
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_loads_transformers_save(tmp_path, use_fast):
+    """A transformers save: tokenizer.json (fast), or vocab.json + merges.txt + added tokens in the config (slow)."""
+    ref = with_task_tokens(transformers.AutoTokenizer.from_pretrained(FIXTURES, use_fast=use_fast))
+    ref.save_pretrained(tmp_path)
+    assert os.path.exists(tmp_path / "tokenizer.json") == use_fast
+    ours = OpenAIGPTTokenizer.from_pretrained(tmp_path, original=not use_fast)
+    texts = TEXTS[:-1] + ["_start_ x gpt-flax _delimiter_ y _classify_"]
+    assert ours(texts)["input_ids"] == hf_ids(ref, texts)
+    assert (len(ours), ours.pad_token_id, ours.sep_token_id) == (len(ref), ref.pad_token_id, ref.sep_token_id)
+
+
+def test_vocab_and_merges_load_like_tokenizer_json(tmp_path, ours):
+    ours.save_pretrained(tmp_path)
+    from_json = OpenAIGPTTokenizer(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    from_files = OpenAIGPTTokenizer(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"))
+    assert from_json(TEXTS)["input_ids"] == from_files(TEXTS)["input_ids"] == ours(TEXTS)["input_ids"]
+
+
+# ---- padding, truncation, tensors ----------------------------------------------------------------------------
+
+BATCH = ["Hello, world!", "", "A much longer sentence, with commas; and more words than the others."]
+CALLS = [
+    {},
+    {"padding": True},
+    {"padding": "longest", "padding_side": "left"},
+    {"padding": "max_length", "max_length": 20},
+    {"padding": "max_length", "max_length": 4, "truncation": True},
+    {"padding": True, "truncation": True, "max_length": 5},
+    {"padding": True, "pad_to_multiple_of": 8},
+    {"padding": "max_length", "max_length": 13, "pad_to_multiple_of": 8},
+    {"max_length": 3},  # transformers: a bare max_length truncates
+    {"truncation": True, "max_length": 0},
+    {"truncation": "longest_first", "max_length": 6, "padding": True, "padding_side": "left"},
+    {"truncation": "only_first", "max_length": 2},
+    {"truncation": True},  # no max_length and no model_max_length: nothing happens
+    {"padding": "max_length"},
+    {"padding": "do_not_pad", "truncation": "do_not_truncate", "max_length": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def padded_pair():
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+    ref = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    for tok in (ours, ref):
+        tok.add_special_tokens({"pad_token": "<pad>"})
+    return ours, ref
+
+
+@pytest.mark.filterwarnings("ignore:.*no model_max_length:UserWarning")  # as transformers warns, see below
+@pytest.mark.parametrize("kwargs", CALLS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "none")
+@pytest.mark.parametrize("truncation_side", ["right", "left"])
+def test_padding_and_truncation_match_fast(padded_pair, kwargs, truncation_side):
+    ours, ref = padded_pair
+    ours.truncation_side = ref.truncation_side = truncation_side
+    for text in (BATCH, BATCH[2], BATCH[1]):
+        got = ours(text, return_offsets_mapping=True, **kwargs)
+        want = ref(text, return_offsets_mapping=True, **kwargs)
+        assert set(got) == set(want)
+        for key in want:
+            assert np.array_equal(np.array(got[key], dtype=object), np.array(want[key], dtype=object)), key
+        lengths = {len(ids) for ids in (want["input_ids"] if isinstance(text, list) else [want["input_ids"]])}
+        if len(lengths) == 1:
+            got_np, want_np = ours(text, return_tensors="np", **kwargs), ref(text, return_tensors="np", **kwargs)
+            for key in want_np:
+                assert np.array_equal(got_np[key], want_np[key]) and got_np[key].dtype == np.int64, key
+                assert want_np[key].dtype == np.int64 or want_np[key].size == 0  # transformers: float64 when empty
+
+
+def test_model_max_length_truncates_and_pads(padded_pair):
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, pad_token="<pad>", model_max_length=6)
+    ref = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES, pad_token="<pad>", model_max_length=6)
+    for kwargs in ({"truncation": True}, {"padding": "max_length"}, {"padding": "max_length", "truncation": True}):
+        assert ours(BATCH, **kwargs)["input_ids"] == ref(BATCH, **kwargs)["input_ids"]
+    unlimited, _ = padded_pair
+    with pytest.warns(UserWarning, match="no model_max_length: no truncation"):
+        unlimited(BATCH, truncation=True)
+    with pytest.warns(UserWarning, match="no model_max_length: no padding"):
+        unlimited(BATCH, padding="max_length")
+
+
+def test_tensors_np_and_jax(padded_pair):
+    ours, _ = padded_pair
+    as_np = ours(BATCH, padding=True, return_tensors="np")
+    as_jax = ours(BATCH, padding=True, return_tensors="jax")
+    assert isinstance(as_jax.input_ids, jax.Array) and as_jax.input_ids.shape == as_np.input_ids.shape
+    assert np.array_equal(np.asarray(as_jax["input_ids"]), as_np["input_ids"])
+    assert np.array_equal(np.asarray(as_jax["attention_mask"]), as_np["attention_mask"])
+    assert ours("one text", return_tensors="jax")["input_ids"].shape[0] == 1
+    assert ours([], return_tensors="np")["input_ids"].shape == (0, 0)
+    assert ours.batch_decode(as_jax["input_ids"], skip_special_tokens=True) == ours.batch_decode(
+        as_np["input_ids"].tolist(), skip_special_tokens=True
+    )
+
+
+def test_padding_without_pad_token_says_how_to_add_one(ours):
+    with pytest.raises(ValueError, match=r"no pad token.*add_special_tokens\(\{'pad_token'"):
+        ours(BATCH, padding=True)
+    with pytest.raises(ValueError, match="equal lengths"):
+        ours(BATCH, return_tensors="np")
+
+
+def test_pad_token_setter_like_transformers(hf_fast):
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+    ref = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    ours.pad_token = ref.pad_token = ours.unk_token
+    assert ours(BATCH, padding=True)["input_ids"] == ref(BATCH, padding=True)["input_ids"]
+    ours.pad_token_id = ref.pad_token_id = 3
+    assert (ours.pad_token, ours.pad_token_id) == (ref.pad_token, ref.pad_token_id)
+    assert len(ours) == len(ref) == 40478
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [123, None, b"bytes", {"a": 1}])
+def test_non_string_input_is_a_type_error(ours, bad):
+    with pytest.raises(TypeError, match=type(bad).__name__):
+        ours(bad)
+    with pytest.raises(TypeError, match=r"text\[1\]"):
+        ours(["fine", bad])
+    with pytest.raises(TypeError, match="encode"):
+        ours.encode(bad)
+
+
+def test_bad_arguments(ours):
+    with pytest.raises(TypeError, match="token_ids"):
+        ours.decode("not ids")
+    with pytest.raises(ValueError, match="return_tensors"):
+        ours("x", return_tensors="pt")
+    with pytest.raises(ValueError, match="padding_side"):
+        ours("x", padding_side="middle")
+    with pytest.raises(ValueError, match="not a special token role"):
+        ours.add_special_tokens({"start_token": "_start_"})
+
+
+def copy_fixture(tmp_path, *names):
+    for name in names:
+        shutil.copy(os.path.join(FIXTURES, name), tmp_path / name)
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
+    copy_fixture(tmp_path, "vocab.json")
+    with pytest.raises(FileNotFoundError, match="merges.txt"):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        OpenAIGPTTokenizer(vocab_file=str(tmp_path / "nowhere.json"), merges_file=MERGES)
+    with pytest.raises(ValueError, match="directory"):
+        OpenAIGPTTokenizer.from_pretrained(VOCAB)
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("vocab.json", '{"a": 1,', r"vocab\.json.*JSON"),
+        ("vocab.json", '["a", "b"]', r"vocab\.json.*object"),
+        ("vocab.json", b"\xff\xfe{}", r"vocab\.json.*UTF-8"),
+        ("merges.txt", "t h\n", r"merges\.txt.*#version"),
+        ("merges.txt", "#version: 0.2\nt h\nthree tokens here\n", r"merges\.txt, line 3"),
+        ("merges.txt", "#version: 0.2\nt h\nq\u2603 z\n", r"merges\.txt, line 3.*not in the vocabulary"),
+    ],
+)
+def test_corrupt_vocabulary_files_are_named(tmp_path, name, content, match):
+    copy_fixture(tmp_path, "vocab.json", "merges.txt")
+    with open(tmp_path / name, "wb") as f:
+        f.write(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(ValueError, match=match):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
+
+
+def test_corrupt_tokenizer_json_and_config_are_named(tmp_path, ours):
+    ours.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"tokenizer_config\.json"):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    with pytest.raises(ValueError, match=r"tokenizer\.json"):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
+    config = {"added_tokens_decoder": {"40490": {"content": "_start_", "special": True}}}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    os.remove(tmp_path / "tokenizer.json")
+    with pytest.raises(ValueError, match=r"'_start_' is recorded with id 40490"):
+        OpenAIGPTTokenizer.from_pretrained(tmp_path)
