@@ -136,6 +136,24 @@ def _cast(x, dtype=None) -> np.ndarray:
     return x.astype(dtype) if dtype is not None and is_floating(x.dtype) and x.dtype != dtype else x
 
 
+def _stack(arrays: list, to_flax: Callable, dtype=None) -> np.ndarray:
+    """The per-layer tensors stacked on a new leading [L] axis (the scanned layout).
+
+    Lazy tensors that need no transform or cast are read straight into their layer's slot, so the
+    stack costs no second copy of the checkpoint.
+    """
+    if to_flax is not _same:
+        return np.stack([to_flax(_cast(a, dtype)) for a in arrays])
+    first = arrays[0].dtype
+    out = np.empty((len(arrays), *arrays[0].shape), dtype if dtype is not None and is_floating(first) else first)
+    for i, a in enumerate(arrays):
+        if hasattr(a, "read_into") and a.dtype == out.dtype:
+            a.read_into(out[i])
+        else:
+            out[i] = _cast(a, dtype)
+    return out
+
+
 def _check_shape(key: str, array, expected: tuple) -> None:
     if tuple(array.shape) != tuple(expected):
         raise ValueError(
@@ -164,13 +182,11 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         if len(present) < len(keys):
             missing.extend(out_prefix + k for k in keys if k not in body)
             continue
-        arrays = []
-        for k in keys:
-            array = state_dict[body[k]]
+        arrays = [state_dict[body[k]] for k in keys]
+        for k, array in zip(keys, arrays):
             _check_shape(body[k], array, entry.shape(config))
-            arrays.append(entry.to_flax(cast(array)))
             used.add(body[k])
-        value = np.stack(arrays) if entry.per_layer else arrays[0]
+        value = _stack(arrays, entry.to_flax, dtype) if entry.per_layer else entry.to_flax(cast(arrays[0]))
         _set(params, body_root + entry.flax, value)
 
     head_entries = head_table(config, head)
@@ -188,8 +204,8 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
     mismatch = False
     if TIED_KEY in state_dict and head in ("lm", "double"):
         used.add(TIED_KEY)
-        tokens = state_dict.get(body.get("tokens_embed.weight", ""), None)
-        mismatch = tokens is not None and not np.array_equal(np.asarray(state_dict[TIED_KEY]), np.asarray(tokens))
+        tokens = params.get("transformer", {}).get("tokens_embed", {}).get("embedding")  # as loaded (and cast)
+        mismatch = tokens is not None and not np.array_equal(cast(state_dict[TIED_KEY]), tokens)
     unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
     if head == "base" and TIED_KEY in unexpected:
         unexpected.remove(TIED_KEY)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import partial
 
 import numpy as np
 
-from convert.tensors import Tensor
+from convert.tensors import Tensor, read_at
 
 SHAPES_NAME = "params_shapes.json"
 NAMES_NAME = "parameters_names.json"
@@ -107,20 +108,14 @@ def _parts(directory: str) -> list[tuple[str, int, int]]:
     return parts
 
 
-def _read_flat(parts, start: int, stop: int) -> np.ndarray:
-    """Items [start, stop) of the concatenated parts."""
-    out = np.empty(stop - start, np.float32)
-    base = 0
+def _fill_flat(parts, start: int, out: np.ndarray) -> None:
+    """Fill `out` with items [start, start + out.size) of the concatenated parts."""
+    flat, stop, base = out.reshape(-1), start + out.size, 0
     for path, offset, items in parts:
         lo, hi = max(start, base), min(stop, base + items)
         if lo < hi:
-            with open(path, "rb") as f:
-                f.seek(offset + (lo - base) * 4)
-                got = f.readinto(out[lo - start : hi - start].view(np.uint8))
-            if got != (hi - lo) * 4:
-                raise ValueError(f"{path} is truncated")
+            read_at(path, offset + (lo - base) * 4, flat[lo - start : hi - start])
         base += items
-    return out
 
 
 def read_original(directory: str) -> dict[str, Tensor]:
@@ -145,9 +140,6 @@ def read_original(directory: str) -> dict[str, Tensor]:
                 raise ValueError(f"{SHAPES_NAME}: {key} has shape {list(shape)}; conv weights are [1, in, out]")
             shape = shape[1:]  # [1, in, out] -> Conv1D's [in, out]
 
-        def read(start=start, stop=stop, shape=shape):
-            return _read_flat(parts, start, stop).reshape(shape)
-
-        tensors[key] = Tensor(shape, np.float32, read, f"{directory}:{key}")
+        tensors[key] = Tensor(shape, np.float32, partial(_fill_flat, parts, start), f"{directory}:{key}")
         start = stop
     return tensors

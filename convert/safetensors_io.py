@@ -51,7 +51,7 @@ def open_safetensors(path: str) -> tuple[dict[str, Tensor], dict]:
         if min(shape, default=0) < 0 or end - begin != math.prod(shape) * dtype.itemsize or begin < 0:
             raise ValueError(f"{path}: tensor {name!r} spans bytes [{begin}, {end}), which does not fit {dtype}{list(shape)}")
         end_max = max(end_max, end)
-        tensors[name] = Tensor(shape, dtype, partial(read_at, path, data_start + begin, shape, dtype), f"{path}:{name}")
+        tensors[name] = Tensor(shape, dtype, partial(read_at, path, data_start + begin), f"{path}:{name}")
     if end_max != data_len:
         raise ValueError(
             f"{path} is truncated or corrupt: its header describes {end_max} bytes of data but the file holds {data_len}"

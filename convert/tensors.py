@@ -42,14 +42,19 @@ def is_floating(dtype) -> bool:
 
 
 class Tensor:
-    """A tensor whose bytes are read on `np.asarray(t)`; `read` returns a fresh array."""
+    """A tensor whose bytes are read on demand: `np.asarray(t)` into a fresh array, or
+    `t.read_into(out)` straight into a slice of a bigger one (a layer of a stacked [L, ...] array).
 
-    __slots__ = ("_read", "dtype", "shape", "source")
+    `fill(out)` does the reading: it writes the tensor into `out`, a C-contiguous array of its
+    shape and dtype.
+    """
 
-    def __init__(self, shape: tuple, dtype, read: Callable[[], np.ndarray], source: str = ""):
+    __slots__ = ("_fill", "dtype", "shape", "source")
+
+    def __init__(self, shape: tuple, dtype, fill: Callable[[np.ndarray], None], source: str = ""):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        self._read = read
+        self._fill = fill
         self.source = source
 
     @property
@@ -64,35 +69,33 @@ class Tensor:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
+    def read_into(self, out: np.ndarray) -> None:
+        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"{self.source}: cannot read {self.dtype}{list(self.shape)} into {out.dtype}{list(out.shape)}")
+        self._fill(out)
+
     def __array__(self, dtype=None, copy=None):
-        array = self._read()
-        if array.shape != self.shape or array.dtype != self.dtype:
-            raise ValueError(
-                f"{self.source}: read {array.dtype}{list(array.shape)} where the header promised "
-                f"{self.dtype}{list(self.shape)}"
-            )
-        return array if dtype is None else array.astype(dtype)
+        out = np.empty(self.shape, self.dtype)
+        self._fill(out)
+        return out if dtype is None else out.astype(dtype)
 
     def with_hook(self, on_read: Callable[[int], None]) -> Tensor:
         """The same tensor, calling `on_read(nbytes)` after each read (progress bars)."""
 
-        def read():
-            array = self._read()
+        def fill(out):
+            self._fill(out)
             on_read(self.nbytes)
-            return array
 
-        return Tensor(self.shape, self.dtype, read, self.source)
+        return Tensor(self.shape, self.dtype, fill, self.source)
 
     def __repr__(self) -> str:
         return f"Tensor({self.dtype}{list(self.shape)} from {self.source})"
 
 
-def read_at(path: str, offset: int, shape: tuple, dtype) -> np.ndarray:
-    """`prod(shape)` items of `dtype` at byte `offset` of `path`, read into a fresh array."""
-    out = np.empty(shape, dtype)
+def read_at(path: str, offset: int, out: np.ndarray) -> None:
+    """Fill `out` (C-contiguous) with its size in bytes from byte `offset` of `path`."""
     with open(path, "rb") as f:
         f.seek(offset)
         n = f.readinto(out.reshape(-1).view(np.uint8))
     if n != out.nbytes:
         raise ValueError(f"{path} is truncated: wanted {out.nbytes} bytes at offset {offset}, got {n}")
-    return out

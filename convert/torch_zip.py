@@ -63,15 +63,15 @@ class _Storage:
     def __init__(self, path: str, record: str, offset: int | None, dtype, numel: int):
         self.path, self.record, self.offset, self.dtype, self.numel = path, record, offset, dtype, numel
 
-    def read(self) -> np.ndarray:
+    def fill(self, out: np.ndarray) -> None:
+        """Read the whole storage into `out` ([numel] items, C-contiguous)."""
         if self.offset is not None:
-            return read_at(self.path, self.offset, (self.numel,), self.dtype)
-        out = np.empty(self.numel, self.dtype)
+            return read_at(self.path, self.offset, out)
         with zipfile.ZipFile(self.path) as zf, zf.open(self.record) as f:
-            n = f.readinto(out.view(np.uint8))
+            n = f.readinto(out.reshape(-1).view(np.uint8))
         if n != out.nbytes:
             raise ValueError(f"{self.path}: storage {self.record} holds {n} bytes, its tensor needs {out.nbytes}")
-        return out
+        return None
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> Tensor:
@@ -85,14 +85,15 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     if last >= storage.numel:
         raise ValueError(f"malformed torch checkpoint: a tensor reaches item {last} of a {storage.numel}-item storage")
 
-    def read():
-        items = storage.read()
-        if offset == 0 and math.prod(size) == storage.numel and stride == _contiguous(size):
-            return items.reshape(size)
-        view = np.lib.stride_tricks.as_strided(items[offset:], size, [s * items.itemsize for s in stride])
-        return np.array(view)
+    def fill(out):
+        if offset == 0 and out.size == storage.numel and stride == _contiguous(size):
+            return storage.fill(out)  # the usual case: the tensor is its whole storage, read in place
+        items = np.empty(storage.numel, storage.dtype)
+        storage.fill(items)
+        out[...] = np.lib.stride_tricks.as_strided(items[offset:], size, [s * items.itemsize for s in stride])
+        return None
 
-    return Tensor(size, storage.dtype, read, f"{storage.path}:{storage.record}")
+    return Tensor(size, storage.dtype, fill, f"{storage.path}:{storage.record}")
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None):

@@ -91,6 +91,7 @@ def torch_state(model) -> dict:
 
 def save_hf(model, directory, fmt: str) -> str:
     model.save_pretrained(directory, **SAVE_OPTIONS[fmt])
+    assert any(f.endswith(".index.json") for f in os.listdir(directory)) == fmt.endswith("-sharded")
     return str(directory)
 
 
@@ -188,6 +189,16 @@ def test_loading_one_head_into_another_lists_new_and_unused_keys(tmp_path, torch
     assert all(np.array_equal(v, expected["transformer." + k]) for k, v in written.items())
     base = hf_class("base").from_pretrained(tmp_path / "base").eval()  # an unprefixed checkpoint
     assert np.array_equal(base.h[0].mlp.c_fc.weight.detach().numpy(), expected["transformer.h.0.mlp.c_fc.weight"])
+
+
+def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
+    state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
+    state["lm_head.weight"] = state["lm_head.weight"].clone() + 1  # no longer the token table
+    torch.save(state, os.path.join(src, "pytorch_model.bin"))
+    report = convert(src, tmp_path / "dst")
+    assert report.tied_lm_head_mismatch and report.unused_keys == []
+    assert any("differs from tokens_embed" in line for line in report.summary())
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
