@@ -37,14 +37,16 @@ from gpt_flax.kernels.common import (
 class GPUBlockSizes:
     """Tile sizes (powers of two >= 16) and Triton launch parameters, per kernel."""
 
-    block_q: int = 128
+    # Defaults: the best of benchmarks/attention.py --sweep 2048 on an H200 (bf16, K=64); see
+    # benchmarks/RESULTS.md.
+    block_q: int = 64
     block_k: int = 64
     block_q_dkv: int = 64
     block_k_dkv: int = 64
     block_q_dq: int = 64
     block_k_dq: int = 64
     num_warps: int = 4
-    num_stages: int = 2
+    num_stages: int = 3
     num_warps_bwd: int = 4
     num_stages_bwd: int = 2
 
@@ -63,11 +65,12 @@ class GPUBlockSizes:
 
 
 def default_block_sizes(head_dim: int) -> GPUBlockSizes:
-    """Blocks for an H100-class GPU; wider heads get smaller key tiles to stay in registers."""
+    """Blocks for an H100/H200-class GPU. Only K <= 64 was tuned; wider heads get smaller key
+    tiles to stay in registers and shared memory (checked for correctness at K=128 on an H200)."""
     if head_dim <= 64:
         return GPUBlockSizes()
     if head_dim <= 128:
-        return GPUBlockSizes(block_q=128, block_k=32, num_warps=8, block_q_dkv=32, block_k_dq=32)
+        return GPUBlockSizes(block_q=128, block_k=32, num_warps=8, num_stages=2, block_q_dkv=32, block_k_dq=32)
     return GPUBlockSizes(
         block_q=64,
         block_k=32,
@@ -76,6 +79,7 @@ def default_block_sizes(head_dim: int) -> GPUBlockSizes:
         block_q_dq=32,
         block_k_dq=32,
         num_warps=8,
+        num_stages=2,
         num_warps_bwd=8,
     )
 
