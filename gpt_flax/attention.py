@@ -15,6 +15,13 @@ Axes: B batch, T query length, S key length, H heads, K head dim.
 Attention dropout draws its keep mask from a counter-based hash of (seed, batch, head, query, key)
 rather than from `jax.random`, so a fused kernel can regenerate the same mask in its backward pass
 without storing it, and the XLA path and the kernels drop exactly the same entries.
+
+Implementations (`OpenAIGPTConfig.attention_impl`):
+    "auto"    (default) the Pallas kernels on CUDA and TPU, XLA on the CPU, picked when lowered
+    "pallas"  `gpt_flax.kernels.flash_attention` everywhere; on the CPU in Pallas' interpreter (slow)
+    "cudnn"   `jax.nn.dot_product_attention`'s cuDNN kernel on CUDA for bf16/fp16 without dropout
+    "xla"     `xla_attention`, the reference
+`output_attentions=True` and KV-cache shapes (T != S, or q_offset given) always run "xla".
 """
 
 from __future__ import annotations
