@@ -204,8 +204,11 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
     mismatch = False
     if TIED_KEY in state_dict and head in ("lm", "double"):
         used.add(TIED_KEY)
+        # A .bin stores the tied pair as one storage: the same lazy tensor source, equal unread.
+        lm_head, source = state_dict[TIED_KEY], getattr(state_dict.get(body.get("tokens_embed.weight")), "source", None)
         tokens = params.get("transformer", {}).get("tokens_embed", {}).get("embedding")  # as loaded (and cast)
-        mismatch = tokens is not None and not np.array_equal(cast(state_dict[TIED_KEY]), tokens)
+        shared = source is not None and getattr(lm_head, "source", None) == source
+        mismatch = not shared and tokens is not None and not np.array_equal(cast(lm_head), tokens)
     unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
     if head == "base" and TIED_KEY in unexpected:
         unexpected.remove(TIED_KEY)

@@ -75,7 +75,8 @@ def load_params(
     """(numpy param tree, config, LoadResult) of `checkpoint` as `head`; refuses what does not fit."""
     config = adapt_config(checkpoint.config, head)
     state = checkpoint.state_dict
-    with _bar(progress, "read", sum(t.nbytes for t in state.values() if isinstance(t, Tensor))) as bar:
+    lazy = {t.source: t for t in state.values() if isinstance(t, Tensor)}  # a shared storage is read once
+    with _bar(progress, "read", sum(t.nbytes for t in lazy.values())) as bar:
         state = {k: t.with_hook(bar.update) if isinstance(t, Tensor) else t for k, t in state.items()}
         loaded = hf_to_flax(state, config, head, dtype=FLOAT_DTYPES.get(dtype))
     head_keys = {e.hf for e in head_table(config, head)}

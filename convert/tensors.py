@@ -46,7 +46,8 @@ class Tensor:
     `t.read_into(out)` straight into a slice of a bigger one (a layer of a stacked [L, ...] array).
 
     `fill(out)` does the reading: it writes the tensor into `out`, a C-contiguous array of its
-    shape and dtype.
+    shape and dtype. `source` says where the bytes live (file, record, view): two tensors with the
+    same source hold the same values (a .bin's tied lm_head and token table share one storage).
     """
 
     __slots__ = ("_fill", "dtype", "shape", "source")

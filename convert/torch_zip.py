@@ -93,7 +93,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
         out[...] = np.lib.stride_tricks.as_strided(items[offset:], size, [s * items.itemsize for s in stride])
         return None
 
-    return Tensor(size, storage.dtype, fill, f"{storage.path}:{storage.record}")
+    return Tensor(size, storage.dtype, fill, f"{storage.path}:{storage.record}@{offset}{list(size)}{list(stride)}")
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None):
