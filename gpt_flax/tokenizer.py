@@ -15,6 +15,7 @@ two pipelines in front of it:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -23,25 +24,31 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer
 
 from gpt_flax import hub
 from gpt_flax.text_standardize import OriginalWordSplitter, lowercase_characters
+from gpt_flax.tokenizer_files import (
+    ADDED_TOKENS_FILE,
+    CONFIG_FILE,
+    MERGES_FILE,
+    SPECIAL_TOKEN_NAMES,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_FILE,
+    UNK_TOKEN,
+    VOCAB_FILE,
+    added_token_from_json,
+    added_token_to_json,
+    build_backend,
+    load_backend,
+    read_json_object,
+    read_merges,
+    read_vocab,
+    require_file,
+)
 
-VOCAB_FILE = "vocab.json"
-MERGES_FILE = "merges.txt"
-TOKENIZER_FILE = "tokenizer.json"
-CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
-ADDED_TOKENS_FILE = "added_tokens.json"  # written by old transformers slow tokenizers
-
-UNK_TOKEN = "<unk>"
-END_OF_WORD_SUFFIX = "</w>"
-MERGES_HEADER = "#version"
 # transformers' tokenization_utils_base: a model_max_length above LARGE_INTEGER means "no maximum".
 LARGE_INTEGER = int(1e20)
-# The special-token roles transformers knows (PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES).
-SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "do_not_truncate")
 SIDES = ("right", "left")
@@ -58,70 +65,6 @@ class BatchEncoding(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
-
-
-def read_vocab(path: str) -> dict[str, int]:
-    """vocab.json: a JSON object token -> id."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            vocab = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"vocabulary file {path} is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(vocab, dict) or not all(isinstance(k, str) and type(v) is int for k, v in vocab.items()):
-        raise ValueError(f"vocabulary file {path} must be a JSON object mapping token strings to integer ids")
-    if len(set(vocab.values())) != len(vocab):
-        raise ValueError(f"vocabulary file {path} gives the same id to several tokens")
-    return vocab
-
-
-def read_merges(path: str, vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """merges.txt: a `#version` header, then one merge "left right" per line, in rank order."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"merges file {path} is not valid UTF-8: {e}") from None
-    if not lines[0].startswith(MERGES_HEADER):
-        raise ValueError(f"merges file {path} must start with a '{MERGES_HEADER}' line, found {lines[0][:40]!r}")
-    merges = []
-    for line_number, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        pair = line.split()
-        if len(pair) != 2:
-            raise ValueError(f"merges file {path}, line {line_number}: expected two tokens, found {line!r}")
-        for token in (pair[0], pair[1], pair[0] + pair[1]):
-            if token not in vocab:
-                raise ValueError(f"merges file {path}, line {line_number}: {token!r} is not in the vocabulary")
-        merges.append((pair[0], pair[1]))
-    return merges
-
-
-def build_backend(vocab: dict[str, int], merges: list[tuple[str, str]], unk_token: str = UNK_TOKEN) -> Tokenizer:
-    """The fast pipeline, as transformers' `OpenAIGPTConverter.converted` builds it from the same two files."""
-    backend = Tokenizer(
-        models.BPE(
-            vocab=vocab, merges=merges, unk_token=unk_token, end_of_word_suffix=END_OF_WORD_SUFFIX, fuse_unk=False
-        )
-    )
-    backend.add_special_tokens([unk_token])
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.BPEDecoder(suffix=END_OF_WORD_SUFFIX)
-    return backend
-
-
-def load_backend(path: str) -> Tokenizer:
-    """A tokenizer.json, checked to hold a BPE model."""
-    try:
-        backend = Tokenizer.from_file(path)
-    except Exception as e:  # noqa: BLE001 -- tokenizers raises a bare Exception for bad JSON or schema
-        raise ValueError(f"tokenizer file {path} could not be read by the tokenizers library: {e}") from None
-    if not isinstance(backend.model, models.BPE):
-        raise ValueError(  # noqa: TRY004 -- a file with the wrong content: ValueError, like a corrupt one
-            f"tokenizer file {path} holds a {type(backend.model).__name__} model; GPT needs BPE"
-        )
-    return backend
 
 
 def clean_up_tokenization(text: str) -> str:
@@ -161,11 +104,11 @@ class OpenAIGPTTokenizer:
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}; special tokens are {SPECIAL_TOKEN_NAMES}")
         if tokenizer_file is not None:
-            _require_file(tokenizer_file, "tokenizer file")
+            require_file(tokenizer_file, "tokenizer file")
             self._backend = load_backend(tokenizer_file)
         elif vocab_file is not None and merges_file is not None:
-            _require_file(vocab_file, "vocabulary file")
-            _require_file(merges_file, "merges file")
+            require_file(vocab_file, "vocabulary file")
+            require_file(merges_file, "merges file")
             vocab = read_vocab(vocab_file)
             if _content(unk_token) not in vocab:
                 raise ValueError(f"unk_token {_content(unk_token)!r} is not in the vocabulary file {vocab_file}")
@@ -213,16 +156,18 @@ class OpenAIGPTTokenizer:
         if files["tokenizer_file"] is None:
             files = {"vocab_file": find(VOCAB_FILE, required=True), "merges_file": find(MERGES_FILE, required=True)}
         config_path, map_path = find(CONFIG_FILE), find(SPECIAL_TOKENS_MAP_FILE)
-        config = _read_json_object(config_path) if config_path else {}
-        special = {**(_read_json_object(map_path) if map_path else {}), **config}
+        config = read_json_object(config_path) if config_path else {}
+        special = {**(read_json_object(map_path) if map_path else {}), **config}
         options = {k: special[k] for k in (*SPECIAL_TOKEN_NAMES, "additional_special_tokens") if k in special}
         for key in ("model_max_length", "padding_side", "truncation_side", "clean_up_tokenization_spaces"):
             if config.get(key) is not None:
                 options[key] = config[key]
         # Added tokens at their recorded ids (tokenizer.json holds them too; a slow-tokenizer save does not).
-        added = {int(i): _as_added_token(t, config_path) for i, t in config.get("added_tokens_decoder", {}).items()}
+        added = {
+            int(i): added_token_from_json(t, config_path) for i, t in config.get("added_tokens_decoder", {}).items()
+        }
         added_path = None if files.get("tokenizer_file") else find(ADDED_TOKENS_FILE)
-        for content, token_id in (_read_json_object(added_path) if added_path else {}).items():
+        for content, token_id in (read_json_object(added_path) if added_path else {}).items():
             is_special = content in options.values() or content in options.get("additional_special_tokens", ())
             added.setdefault(int(token_id), AddedToken(content, special=is_special, normalized=not is_special))
         return cls(**files, original=original, added_tokens_decoder=added, **{**options, **kwargs})
@@ -254,7 +199,7 @@ class OpenAIGPTTokenizer:
             special_map["additional_special_tokens"] = list(self._additional_special_tokens)
         config = {
             "added_tokens_decoder": {
-                str(i): _added_token_dict(t) for i, t in sorted(self.added_tokens_decoder.items())
+                str(i): added_token_to_json(t) for i, t in sorted(self.added_tokens_decoder.items())
             },
             "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
             "padding_side": self.padding_side,
@@ -395,13 +340,14 @@ class OpenAIGPTTokenizer:
         """
         texts, batched = _as_texts(text)
         pad_to, max_length = self._padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of)
-        side = self.padding_side if padding_side is None else _check_choice("padding_side", padding_side, SIDES)
+        side = _check_choice("padding_side", self.padding_side if padding_side is None else padding_side, SIDES)
+        cut_side = _check_choice("truncation_side", self.truncation_side, SIDES)
         if return_tensors not in (None, "np", "jax"):
             raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'jax'")
         ids, offsets = self._encode_many(texts, with_offsets=return_offsets_mapping)
         if max_length is not None:
-            ids = [_truncate(row, max_length, self.truncation_side) for row in ids]
-            offsets = offsets and [_truncate(row, max_length, self.truncation_side) for row in offsets]
+            ids = [_truncate(row, max_length, cut_side) for row in ids]
+            offsets = offsets and [_truncate(row, max_length, cut_side) for row in offsets]
         if pad_to is not None:
             length = max((len(row) for row in ids), default=0) if pad_to == "longest" else pad_to
             if pad_to_multiple_of and length % pad_to_multiple_of:
@@ -540,6 +486,14 @@ class OpenAIGPTTokenizer:
         return split
 
     def _assemble(self, ids, offsets, length, side, batched, return_tensors, return_attention_mask) -> BatchEncoding:
+        """Pad to `length` (None: no padding) on `side`; lists, or arrays [B, T] ([B, T, 2] for offsets)."""
+        if return_tensors is not None:
+            arrays = self._as_arrays(ids, offsets, length, side, return_attention_mask)
+            if return_tensors == "jax":
+                import jax.numpy as jnp
+
+                arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+            return BatchEncoding(arrays)
         masks = [[1] * len(row) for row in ids] if return_attention_mask else None
         if length is not None:
             pad_id = self.pad_token_id
@@ -548,24 +502,36 @@ class OpenAIGPTTokenizer:
             offsets = offsets and [_pad(row, length, (0, 0), side) for row in offsets]
         out = {"input_ids": ids, "attention_mask": masks, "offset_mapping": offsets}
         out = {k: v for k, v in out.items() if v is not None}
-        if return_tensors is None:
-            return BatchEncoding(out if batched else {k: v[0] for k, v in out.items()})
-        lengths = {len(row) for row in ids}
-        if len(lengths) > 1:
-            raise ValueError(
-                f"return_tensors={return_tensors!r} needs equal lengths, got lengths from {min(lengths)} "
-                f"to {max(lengths)}: pass padding=True (and truncation=True for long texts)"
-            )
-        width = lengths.pop() if lengths else 0
-        arrays = {
-            k: np.asarray(v, dtype=np.int64).reshape(len(ids), width, *((2,) if k == "offset_mapping" else ()))
-            for k, v in out.items()
-        }
-        if return_tensors == "jax":
-            import jax.numpy as jnp
+        return BatchEncoding(out if batched else {k: v[0] for k, v in out.items()})
 
-            arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-        return BatchEncoding(arrays)
+    def _as_arrays(self, ids, offsets, length, side, return_attention_mask) -> dict[str, np.ndarray]:
+        """One scatter of all the ids into a [B, T] array, not one list per row (the batch fast path)."""
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        padded = lengths if length is None else np.maximum(lengths, length)  # padding never shortens a row
+        width = int(padded.max(initial=length or 0))
+        if int(padded.min(initial=width)) != width:
+            raise ValueError(
+                f"return_tensors needs equal lengths, got lengths from {padded.min()} to {width}"
+                + (f" after padding to {length}" if length is not None else "")
+                + ": pass padding=True (and truncation=True for long texts)"
+            )
+        positions = np.arange(width)
+        if side == "right":
+            is_token = positions < lengths[:, None]  # [B, T]
+        else:
+            is_token = positions >= (width - lengths)[:, None]
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        input_ids = np.full((len(ids), width), self.pad_token_id if length is not None else 0, dtype=np.int64)
+        input_ids[is_token] = flat
+        arrays = {"input_ids": input_ids}
+        if return_attention_mask:
+            arrays["attention_mask"] = is_token.astype(np.int64)
+        if offsets is not None:
+            arrays["offset_mapping"] = np.zeros((len(ids), width, 2), dtype=np.int64)
+            arrays["offset_mapping"][is_token] = np.asarray([o for row in offsets for o in row], np.int64).reshape(
+                -1, 2
+            )
+        return arrays
 
     # ---- decoding -----------------------------------------------------------------------------------------
 
@@ -696,50 +662,7 @@ def _as_special_token(value: Any, role: str) -> AddedToken:
     raise TypeError(f"{role} must be a non-empty str or tokenizers.AddedToken, got {value!r}")
 
 
-def _as_added_token(entry: Any, source: str) -> AddedToken:
-    if isinstance(entry, str):
-        return AddedToken(entry, special=True, normalized=False)
-    if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
-        raise ValueError(f"{source}: added_tokens_decoder entries must be objects with a 'content' string")  # noqa: TRY004
-    flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
-    return AddedToken(entry["content"], **{k: bool(entry[k]) for k in flags if k in entry})
-
-
-def _added_token_dict(token: AddedToken) -> dict[str, Any]:
-    return {
-        "content": token.content,
-        "lstrip": token.lstrip,
-        "normalized": token.normalized,
-        "rstrip": token.rstrip,
-        "single_word": token.single_word,
-        "special": token.special,
-    }
-
-
-def _read_json_object(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}")  # noqa: TRY004
-    if isinstance(content.get("additional_special_tokens"), list):
-        content["additional_special_tokens"] = [_content_of_entry(v) for v in content["additional_special_tokens"]]
-    return {k: (_content_of_entry(v) if k in SPECIAL_TOKEN_NAMES else v) for k, v in content.items()}
-
-
-def _content_of_entry(value: Any) -> Any:
-    """Special tokens are saved as a string or as an AddedToken dict {"content": ...}."""
-    return value.get("content") if isinstance(value, dict) else value
-
-
 def _check_choice(what: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{what}={value!r}; choose one of {list(choices)}")
     return value
-
-
-def _require_file(path: str | os.PathLike, what: str) -> None:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} {path} not found")

@@ -273,6 +273,7 @@ CALLS = [
     {"padding": True},
     {"padding": "longest", "padding_side": "left"},
     {"padding": "max_length", "max_length": 20},
+    {"padding": "max_length", "max_length": 5},  # no truncation: the long text stays longer
     {"padding": "max_length", "max_length": 4, "truncation": True},
     {"padding": True, "truncation": True, "max_length": 5},
     {"padding": True, "pad_to_multiple_of": 8},
@@ -314,6 +315,9 @@ def test_padding_and_truncation_match_fast(padded_pair, kwargs, truncation_side)
             for key in want_np:
                 assert np.array_equal(got_np[key], want_np[key]) and got_np[key].dtype == np.int64, key
                 assert want_np[key].dtype == np.int64 or want_np[key].size == 0  # transformers: float64 when empty
+        else:  # transformers makes a ragged object array here; a model cannot take that, so we refuse
+            with pytest.raises(ValueError, match="equal lengths"):
+                ours(text, return_tensors="np", **kwargs)
 
 
 def test_model_max_length_truncates_and_pads(padded_pair):
