@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "openai-gpt"
@@ -19,6 +19,8 @@ MODEL_TYPE = "openai-gpt"
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish")
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# transformers' get_activation names a SequenceSummary may use ("gelu" there is the exact erf form).
+SUMMARY_ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu", "swish", "linear")
 ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 
 
@@ -37,24 +39,32 @@ class OpenAIGPTConfig:
     initializer_range: float = 0.02
     summary_type: str = "cls_index"
     summary_use_proj: bool = True
-    summary_activation: Optional[str] = None
+    summary_activation: str | None = None
     summary_proj_to_labels: bool = True
     summary_first_dropout: float = 0.1
     summary_last_dropout: float = 0.0
-    id2label: Optional[dict] = None
-    pad_token_id: Optional[int] = None
-    bos_token_id: Optional[int] = None
-    eos_token_id: Optional[int] = None
-    problem_type: Optional[str] = None
+    num_labels: int | None = None  # None: len(id2label), else 2; a different count resets id2label
+    id2label: dict | None = None
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    problem_type: str | None = None
     attention_impl: str = "auto"
     # Keys of a config.json that this class does not model (architectures, ...), written back as read.
-    extra: Optional[dict] = None
+    extra: dict | None = None
 
     def __post_init__(self):
-        if self.id2label is None:
-            object.__setattr__(self, "id2label", {0: "LABEL_0", 1: "LABEL_1"})
-        else:
-            object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
+        # transformers' PretrainedConfig: num_labels and id2label describe the same thing.
+        id2label = None if self.id2label is None else {int(k): str(v) for k, v in self.id2label.items()}
+        num_labels = self.num_labels
+        if num_labels is None:
+            num_labels = len(id2label) if id2label is not None else 2
+        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
+            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        if id2label is None or len(id2label) != num_labels:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        object.__setattr__(self, "num_labels", num_labels)
+        object.__setattr__(self, "id2label", id2label)
         if self.extra is None:
             object.__setattr__(self, "extra", {})
         self.validate()
@@ -74,6 +84,10 @@ class OpenAIGPTConfig:
             raise ValueError("summary_type 'attn' is not implemented (nor is it in transformers)")
         if self.summary_type not in SUMMARY_TYPES:
             raise ValueError(f"unknown summary_type {self.summary_type!r}; expected one of {SUMMARY_TYPES}")
+        if self.summary_activation and self.summary_activation not in SUMMARY_ACTIVATIONS:
+            raise ValueError(
+                f"unknown summary_activation {self.summary_activation!r}; expected None or one of {SUMMARY_ACTIVATIONS}"
+            )
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "summary_last_dropout"):
             value = getattr(self, name)
             if not 0.0 <= float(value) < 1.0:
@@ -84,17 +98,11 @@ class OpenAIGPTConfig:
             raise ValueError(f"unknown problem_type {self.problem_type!r}; expected one of {PROBLEM_TYPES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"unknown attention_impl {self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
-        if self.num_labels < 1:
-            raise ValueError("id2label must name at least one label")
 
     # -- derived values ---------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
 
     @property
     def label2id(self) -> dict:
@@ -127,30 +135,25 @@ class OpenAIGPTConfig:
     def __eq__(self, other):
         return isinstance(other, OpenAIGPTConfig) and self._key() == other._key()
 
-    def replace(self, **changes) -> "OpenAIGPTConfig":
-        if "num_labels" in changes:
-            n = changes.pop("num_labels")
-            changes.setdefault("id2label", {i: f"LABEL_{i}" for i in range(n)})
+    def replace(self, **changes) -> OpenAIGPTConfig:
+        if "id2label" in changes and "num_labels" not in changes:
+            changes["num_labels"] = None  # follow the new id2label
         return dataclasses.replace(self, **changes)
 
     # -- config.json I/O --------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any], **overrides) -> "OpenAIGPTConfig":
+    def from_dict(cls, d: dict[str, Any], **overrides) -> OpenAIGPTConfig:
         d = {**d, **overrides}
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in names}
         extra = dict(d.get("extra") or {})
-        extra.update({k: v for k, v in d.items() if k not in names and k not in ("extra", "label2id", "num_labels")})
-        if "num_labels" in d and "id2label" not in d:
-            kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(int(d["num_labels"]))}
-        elif "num_labels" in d and int(d["num_labels"]) != len(d["id2label"]):
-            n = int(d["num_labels"])
-            kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(n)}
+        extra.update({k: v for k, v in d.items() if k not in names and k not in ("extra", "label2id")})
         return cls(**kwargs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         extra = d.pop("extra")
+        del d["num_labels"]  # transformers derives it from id2label
         d["id2label"] = {str(k): v for k, v in self.id2label.items()}
         d["label2id"] = {v: k for k, v in self.id2label.items()}
         d["model_type"] = MODEL_TYPE
@@ -159,18 +162,18 @@ class OpenAIGPTConfig:
         return d
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "OpenAIGPTConfig":
+    def from_json_file(cls, path: str | os.PathLike) -> OpenAIGPTConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path} does not hold a JSON object")
+            raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
         return cls.from_dict(d)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides) -> "OpenAIGPTConfig":
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides) -> OpenAIGPTConfig:
         """Read `config.json` from a local directory (or file), or from the Hub by id."""
         from gpt_flax.hub import resolve_file
 
@@ -180,7 +183,7 @@ class OpenAIGPTConfig:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def save_pretrained(self, directory: str | os.PathLike, architectures: Optional[list[str]] = None) -> str:
+    def save_pretrained(self, directory: str | os.PathLike, architectures: list[str] | None = None) -> str:
         os.makedirs(directory, exist_ok=True)
         d = self.to_dict()
         if architectures is not None:

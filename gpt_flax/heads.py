@@ -25,7 +25,7 @@ from gpt_flax.outputs import (
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 
-# transformers' get_activation names that a summary_activation may use (SequenceSummary).
+# transformers' get_activation functions for summary_activation (config.SUMMARY_ACTIVATIONS names them).
 SUMMARY_ACTIVATIONS = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
@@ -112,14 +112,16 @@ def lm_logits(transformer_params, hidden):
 
 
 def sequence_summary(p, config: OpenAIGPTConfig, hidden, cls_index=None, rng=None):
-    """transformers `OpenAIGPTSequenceSummary`: hidden [B, C, T, D] -> [B, C, N] (or [B, C, D])."""
+    """transformers `OpenAIGPTSequenceSummary`: hidden [B, C, T, D] -> [B, C, N] (or [B, C, D]) for cls_index."""
     kind = config.summary_type
+    # transformers indexes axis 1 for "last", "first" and "mean" (`hidden_states[:, -1]`, `.mean(dim=1)`):
+    # on the double-heads model's [B, C, T, D] that is the choices axis, giving [B, T, ...]. Matched as is.
     if kind == "last":
-        out = hidden[..., -1, :]
+        out = hidden[:, -1]
     elif kind == "first":
-        out = hidden[..., 0, :]
+        out = hidden[:, 0]
     elif kind == "mean":
-        out = hidden.mean(axis=-2)
+        out = hidden.mean(axis=1)
     else:  # cls_index; default: the last token
         if cls_index is None:
             cls_index = jnp.full(hidden.shape[:-2], hidden.shape[-2] - 1, jnp.int32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 
 def is_local(path_or_hub_id: str | os.PathLike) -> bool:
@@ -15,9 +14,9 @@ def resolve_file(
     filename: str,
     *,
     required: bool = True,
-    revision: Optional[str] = None,
-    cache_dir: Optional[str] = None,
-) -> Optional[str]:
+    revision: str | None = None,
+    cache_dir: str | None = None,
+) -> str | None:
     """The local path of `filename` in a directory or a Hub repo; None if absent and not `required`."""
     if is_local(path_or_hub_id):
         path = os.path.join(path_or_hub_id, filename)
@@ -45,7 +44,7 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
         return None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"Hub repo {repo_id!r} not found (or it is private)") from None
-    except Exception as e:  # offline, DNS, HTTP errors: say what to do instead
+    except OSError as e:  # offline, DNS, HTTP errors (requests' errors are OSErrors): say what to do
         if not required and "404" in str(e):
             return None
         raise OSError(

@@ -13,7 +13,8 @@ repeated calls with the same shapes do not recompile.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt_flax.config import OpenAIGPTConfig
+from gpt_flax.generation import GenerationMixin
 from gpt_flax.heads import FORWARDS, init_params
 
 logger = logging.getLogger("gpt_flax")
@@ -38,7 +40,7 @@ class OpenAIGPTModule(nn.Module):
     gradient_checkpointing: bool = False
 
     def _declare_params(self) -> dict:
-        init = lambda rng: init_params(self.config, self.head, rng, self.param_dtype)  # noqa: E731
+        init = lambda rng: init_params(self.config, self.head, rng, self.param_dtype)
         names = jax.eval_shape(init, jax.random.key(0)).keys()
         return {name: self.param(name, lambda rng, n=name: init(rng)[n]) for name in names}
 
@@ -61,23 +63,26 @@ class OpenAIGPTModule(nn.Module):
     ):
         params = self._declare_params()
         rng = None if deterministic else self.make_rng("dropout")
-        inputs = dict(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-        )
-        head_inputs = {"lm": dict(labels=labels), "cls": dict(labels=labels), "base": {}}.get(
-            self.head, dict(labels=labels, mc_token_ids=mc_token_ids, mc_labels=mc_labels)
-        )
-        flags = dict(
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            dtype=self.dtype,
-            remat=self.gradient_checkpointing,
-        )
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "head_mask": head_mask,
+            "inputs_embeds": inputs_embeds,
+        }
+        head_inputs = {
+            "base": {},
+            "lm": {"labels": labels},
+            "cls": {"labels": labels},
+            "double": {"labels": labels, "mc_token_ids": mc_token_ids, "mc_labels": mc_labels},
+        }[self.head]
+        flags = {
+            "output_attentions": output_attentions,
+            "output_hidden_states": output_hidden_states,
+            "dtype": self.dtype,
+            "remat": self.gradient_checkpointing,
+        }
         out = FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
         return out if return_dict else out.to_tuple()
 
@@ -92,7 +97,7 @@ def _as_array(name: str, x):
         return x
     try:
         return np.asarray(x)
-    except Exception:
+    except (TypeError, ValueError):
         raise TypeError(f"{name} must be an array (numpy, JAX or a nested list), got {type(x).__name__}") from None
 
 
@@ -188,7 +193,9 @@ def _validate_double(config, shape, a) -> None:
         if tuple(mc_labels.shape) != shape[:1]:
             raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
         _check_int("mc_labels", mc_labels)
-        _check_range("mc_labels", mc_labels, 0, shape[1], allowed=(-100,))
+        # mc_logits run over choices for cls_index; transformers' other summaries leave [B, T] (see heads).
+        n_classes = shape[1] if config.summary_type == "cls_index" else shape[2]
+        _check_range("mc_labels", mc_labels, 0, n_classes, allowed=(-100,))
 
 
 def _validate_cls(config, shape, a) -> None:
@@ -209,6 +216,21 @@ def _validate_cls(config, shape, a) -> None:
         _check_range("labels", labels, 0, config.num_labels, allowed=(-100,))
     elif labels.shape[0] != shape[0]:
         raise ValueError(f"labels has batch size {labels.shape[0]} but the inputs have {shape[0]}")
+
+
+@partial(jax.jit, static_argnames=("module", "train", "output_attentions", "output_hidden_states", "return_dict"))
+def _forward(module, params, inputs, dropout_rng, train, output_attentions, output_hidden_states, return_dict):
+    """One jitted forward for every model: modules compare by value (config, head, dtypes), so models
+    of the same configuration share compilations."""
+    return module.apply(
+        {"params": params},
+        **inputs,
+        deterministic=not train,
+        output_attentions=output_attentions,
+        output_hidden_states=output_hidden_states,
+        return_dict=return_dict,
+        rngs={"dropout": dropout_rng} if train else {},
+    )
 
 
 # -- the user-facing classes ------------------------------------------------------------------
@@ -233,9 +255,6 @@ class FlaxOpenAIGPTPreTrainedModel:
         self._params = None
         if _do_init:
             self._params = self.init_weights(jax.random.key(seed))
-        self._jitted = jax.jit(
-            self._apply, static_argnames=("train", "output_attentions", "output_hidden_states", "return_dict")
-        )
 
     @classmethod
     def _adapt_config(cls, config: OpenAIGPTConfig) -> OpenAIGPTConfig:
@@ -256,20 +275,30 @@ class FlaxOpenAIGPTPreTrainedModel:
     def params(self, params: dict) -> None:
         self._params = params
 
+    def resize_token_embeddings(self, new_num_tokens: int, *, mean_resizing: bool = True, seed: int = 0) -> None:
+        """Grow or shrink the token table to `new_num_tokens` rows (transformers' semantics).
+
+        Old rows are untouched; the tied LM head follows the table. New rows are drawn as
+        transformers 4.56 does (`_init_added_embeddings_weights_with_mean`): from a normal with the
+        old rows' mean and 1e-9 times their covariance (the mean alone if that is not positive
+        definite), or from normal(0, initializer_range) with `mean_resizing=False`.
+        """
+        if not isinstance(new_num_tokens, int) or new_num_tokens < 1:
+            raise ValueError(f"new_num_tokens must be a positive integer, got {new_num_tokens!r}")
+        body = self.params if self.head == "base" else self.params["transformer"]
+        old = body["tokens_embed"]["embedding"]
+        added = new_num_tokens - old.shape[0]
+        if added <= 0:
+            table = old[:new_num_tokens]
+        else:
+            table = jnp.concatenate([old, _new_embedding_rows(old, added, mean_resizing, self.config, seed)])
+        body = {**body, "tokens_embed": {"embedding": table}}
+        self.params = body if self.head == "base" else {**self.params, "transformer": body}
+        self.config = self.config.replace(vocab_size=new_num_tokens)
+        self.module = self.module.clone(config=self.config)
+
     def enable_gradient_checkpointing(self) -> None:
         self.module = self.module.clone(gradient_checkpointing=True)
-
-    def _apply(self, params, inputs, dropout_rng, train, output_attentions, output_hidden_states, return_dict):
-        rngs = {"dropout": dropout_rng} if train else {}
-        return self.module.apply(
-            {"params": params},
-            **inputs,
-            deterministic=not train,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-            rngs=rngs,
-        )
 
     def _run(self, arguments: dict, *, params, train, dropout_rng, output_attentions, output_hidden_states, return_dict):
         arguments = {k: _as_array(k, v) for k, v in arguments.items()}
@@ -277,7 +306,8 @@ class FlaxOpenAIGPTPreTrainedModel:
         if train and dropout_rng is None:
             raise ValueError("train=True needs dropout_rng (a jax.random key) for dropout")
         inputs = {k: (jnp.asarray(v) if v is not None else None) for k, v in arguments.items()}
-        return self._jitted(
+        return _forward(
+            self.module,
             self.params if params is None else params,
             inputs,
             dropout_rng if train else None,
@@ -298,8 +328,8 @@ class FlaxOpenAIGPTPreTrainedModel:
         inputs_embeds=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        return_dict: Optional[bool] = True,
-        params: Optional[dict] = None,
+        return_dict: bool | None = True,
+        params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
     ):
@@ -320,12 +350,12 @@ class FlaxOpenAIGPTPreTrainedModel:
         cls,
         path_or_hub_id,
         *,
-        config: Optional[OpenAIGPTConfig] = None,
+        config: OpenAIGPTConfig | None = None,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         seed: int = 0,
-        revision: Optional[str] = None,
-        cache_dir: Optional[str] = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
         output_loading_info: bool = False,
         **config_overrides,
     ):
@@ -364,7 +394,7 @@ class FlaxOpenAIGPTPreTrainedModel:
         model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
         return (model, model.loading_info) if output_loading_info else model
 
-    def save_pretrained(self, directory, format: str = "flax", *, dtype: Optional[str] = None, bin: bool = False):
+    def save_pretrained(self, directory, format: str = "flax", *, dtype: str | None = None, bin: bool = False):
         """Write this model to `directory`, atomically; `from_pretrained` loads either format back.
 
         format "flax": config.json + flax_model.safetensors (the param tree under '/'-joined paths).
@@ -377,8 +407,30 @@ class FlaxOpenAIGPTPreTrainedModel:
         return save_params(directory, self.params, self.config, self.head, format=format, dtype=dtype, bin=bin)
 
 
-def _to_jax(tree):
-    return jax.tree_util.tree_map(jnp.asarray, tree)
+def _new_embedding_rows(old, added: int, mean_resizing: bool, config: OpenAIGPTConfig, seed: int):
+    key = jax.random.key(seed)
+    if not mean_resizing:
+        return (config.initializer_range * jax.random.normal(key, (added, old.shape[1]))).astype(old.dtype)
+    table = np.asarray(old, np.float64)
+    mean = table.mean(axis=0)
+    centered = table - mean
+    covariance = 1e-9 * (centered.T @ centered) / table.shape[0]
+    try:
+        np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:  # not positive definite (e.g. fewer rows than columns): the mean
+        return jnp.broadcast_to(jnp.asarray(mean, old.dtype), (added, old.shape[1]))
+    rows = jax.random.multivariate_normal(key, jnp.asarray(mean, jnp.float32), jnp.asarray(covariance, jnp.float32), (added,))
+    return rows.astype(old.dtype)
+
+
+def _to_jax(tree: dict) -> dict:
+    """Host tree -> JAX, leaf by leaf, emptying `tree` as it goes so each host array can be freed
+    once copied (peak memory about one checkpoint plus one tensor, not two checkpoints)."""
+    out = {}
+    for key in list(tree):
+        value = tree.pop(key)
+        out[key] = _to_jax(value) if isinstance(value, dict) else jnp.asarray(value)
+    return out
 
 
 def _fill_missing(partial: dict, model, seed: int) -> dict:
@@ -399,7 +451,7 @@ class FlaxOpenAIGPTModel(FlaxOpenAIGPTPreTrainedModel):
     head = "base"
 
 
-class FlaxOpenAIGPTLMHeadModel(FlaxOpenAIGPTPreTrainedModel):
+class FlaxOpenAIGPTLMHeadModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
     """Transformer + LM head tied to the token embedding: logits [B, T, V], shifted LM loss."""
 
     head = "lm"
@@ -415,8 +467,8 @@ class FlaxOpenAIGPTLMHeadModel(FlaxOpenAIGPTPreTrainedModel):
         labels=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        return_dict: Optional[bool] = True,
-        params: Optional[dict] = None,
+        return_dict: bool | None = True,
+        params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
     ):
@@ -432,7 +484,7 @@ class FlaxOpenAIGPTLMHeadModel(FlaxOpenAIGPTPreTrainedModel):
         )
 
 
-class FlaxOpenAIGPTDoubleHeadsModel(FlaxOpenAIGPTPreTrainedModel):
+class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
     """LM head + multiple-choice head over [B, C, T] inputs: logits [B, C, T, V], mc_logits [B, C]."""
 
     head = "double"
@@ -456,8 +508,8 @@ class FlaxOpenAIGPTDoubleHeadsModel(FlaxOpenAIGPTPreTrainedModel):
         mc_labels=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        return_dict: Optional[bool] = True,
-        params: Optional[dict] = None,
+        return_dict: bool | None = True,
+        params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
     ):
@@ -489,8 +541,8 @@ class FlaxOpenAIGPTForSequenceClassification(FlaxOpenAIGPTPreTrainedModel):
         labels=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        return_dict: Optional[bool] = True,
-        params: Optional[dict] = None,
+        return_dict: bool | None = True,
+        params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
     ):
