@@ -115,7 +115,7 @@ class OpenAIGPTTokenizer:
             self._backend = build_backend(vocab, read_merges(merges_file, vocab), _content(unk_token))
         else:
             raise ValueError("pass tokenizer_file, or both vocab_file and merges_file (or use from_pretrained)")
-        self.original = bool(original)
+        self._original = bool(original)
         self.model_max_length = (
             None if model_max_length is None or model_max_length > LARGE_INTEGER else model_max_length
         )
@@ -130,9 +130,14 @@ class OpenAIGPTTokenizer:
         self.add_special_tokens({"unk_token": unk_token, **{k: v for k, v in special_tokens.items() if v is not None}})
         if additional_special_tokens:
             self.add_special_tokens({"additional_special_tokens": list(additional_special_tokens)})
-        if self.original:
+        if original:
             self._word_splitter = OriginalWordSplitter()  # raises ImportError naming spacy/ftfy when missing
             self._word_bpe = Tokenizer(self._backend.model)  # no normalizer, no pre-tokenizer, no added tokens
+
+    @property
+    def original(self) -> bool:
+        """True: the paper's pipeline (transformers' slow tokenizer with spacy + ftfy); fixed at construction."""
+        return self._original
 
     # ---- loading and saving -------------------------------------------------------------------------------
 
@@ -167,8 +172,9 @@ class OpenAIGPTTokenizer:
             int(i): added_token_from_json(t, config_path) for i, t in config.get("added_tokens_decoder", {}).items()
         }
         added_path = None if files.get("tokenizer_file") else find(ADDED_TOKENS_FILE)
+        roles = [options.get(k) for k in SPECIAL_TOKEN_NAMES] + list(options.get("additional_special_tokens", ()))
         for content, token_id in (read_json_object(added_path) if added_path else {}).items():
-            is_special = content in options.values() or content in options.get("additional_special_tokens", ())
+            is_special = content in roles
             added.setdefault(int(token_id), AddedToken(content, special=is_special, normalized=not is_special))
         return cls(**files, original=original, added_tokens_decoder=added, **{**options, **kwargs})
 

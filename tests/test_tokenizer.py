@@ -256,6 +256,13 @@ def test_loads_transformers_save(tmp_path, use_fast):
     texts = TEXTS[:-1] + ["_start_ x gpt-flax _delimiter_ y _classify_"]
     assert ours(texts)["input_ids"] == hf_ids(ref, texts)
     assert (len(ours), ours.pad_token_id, ours.sep_token_id) == (len(ref), ref.pad_token_id, ref.sep_token_id)
+    if not use_fast:  # an older slow save: the added tokens only in added_tokens.json
+        config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+        del config["added_tokens_decoder"]
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+        legacy = OpenAIGPTTokenizer.from_pretrained(tmp_path, original=True)
+        assert legacy(texts)["input_ids"] == hf_ids(ref, texts)
+        assert legacy.added_tokens_decoder == ours.added_tokens_decoder
 
 
 def test_vocab_and_merges_load_like_tokenizer_json(tmp_path, ours):
