@@ -10,10 +10,10 @@ from gpt_flax.modeling import (
 from gpt_flax.tokenizer import OpenAIGPTTokenizer
 
 __all__ = [
-    "OpenAIGPTConfig",
-    "FlaxOpenAIGPTModel",
-    "FlaxOpenAIGPTLMHeadModel",
     "FlaxOpenAIGPTDoubleHeadsModel",
     "FlaxOpenAIGPTForSequenceClassification",
+    "FlaxOpenAIGPTLMHeadModel",
+    "FlaxOpenAIGPTModel",
+    "OpenAIGPTConfig",
     "OpenAIGPTTokenizer",
 ]

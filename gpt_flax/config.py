@@ -147,7 +147,7 @@ class OpenAIGPTConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in names}
         extra = dict(d.get("extra") or {})
-        extra.update({k: v for k, v in d.items() if k not in names and k not in ("extra", "label2id")})
+        extra.update({k: v for k, v in d.items() if k not in names and k not in ("extra", "label2id", "model_type")})
         return cls(**kwargs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,12 @@ def is_local(path_or_hub_id: str | os.PathLike) -> bool:
     return os.path.isdir(path_or_hub_id)
 
 
+def looks_like_path(path_or_hub_id) -> bool:
+    """A Hub id is `name` or `org/name`; anything absolute, relative-dotted or deeper is a path."""
+    text = os.fspath(path_or_hub_id)
+    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+
+
 def resolve_file(
     path_or_hub_id: str | os.PathLike,
     filename: str,
@@ -27,6 +33,8 @@ def resolve_file(
         return None
     if os.path.exists(path_or_hub_id):
         raise ValueError(f"{path_or_hub_id} is a file; pass the directory that holds {filename}")
+    if looks_like_path(path_or_hub_id):
+        raise FileNotFoundError(f"no such directory: {path_or_hub_id}")
     return _hub_download(str(path_or_hub_id), filename, required=required, revision=revision, cache_dir=cache_dir)
 
 

@@ -11,7 +11,7 @@ Axes: B batch, T length, D model width (n_embd), H heads, K head dim, F MLP widt
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,8 @@ from gpt_flax.layers import ACT_FNS, dense, dropout, init_dense, init_layer_norm
 
 class TransformerOutput(NamedTuple):
     last_hidden_state: jax.Array  # [B, T, D]
-    hidden_states: Optional[tuple]  # L + 1 tensors [B, T, D]: embeddings, then each block's output
-    attentions: Optional[tuple]  # L tensors [B, H, T, T]
+    hidden_states: tuple | None  # L + 1 tensors [B, T, D]: embeddings, then each block's output
+    attentions: tuple | None  # L tensors [B, H, T, T]
 
 
 def init_transformer_params(config: OpenAIGPTConfig, rng, dtype=jnp.float32) -> dict:
@@ -76,7 +76,7 @@ def block(
     *,
     attention_mask=None,
     head_mask=None,
-    rngs: Optional[LayerRngs] = None,
+    rngs: LayerRngs | None = None,
     output_attentions: bool = False,
 ):
     """One post-LN block (transformers `Block.forward`). x [B, T, D] -> ([B, T, D], probs or None)."""

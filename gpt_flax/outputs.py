@@ -8,7 +8,7 @@ fields that are set.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 from flax import struct
 
@@ -32,16 +32,16 @@ class ModelOutput:
 @struct.dataclass
 class FlaxBaseModelOutput(ModelOutput):
     last_hidden_state: Any = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 
 @struct.dataclass
 class FlaxCausalLMOutput(ModelOutput):
     loss: Any = None
     logits: Any = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 
 @struct.dataclass
@@ -50,13 +50,13 @@ class FlaxOpenAIGPTDoubleHeadsModelOutput(ModelOutput):
     mc_loss: Any = None
     logits: Any = None
     mc_logits: Any = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 
 @struct.dataclass
 class FlaxSequenceClassifierOutput(ModelOutput):
     loss: Any = None
     logits: Any = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None

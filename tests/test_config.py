@@ -1,0 +1,103 @@
+"""OpenAIGPTConfig: transformers' fields and defaults, config.json in both directions, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import pytest
+import transformers
+
+from gpt_flax import OpenAIGPTConfig
+
+HF_FIELDS = (
+    "vocab_size n_positions n_embd n_layer n_head afn resid_pdrop embd_pdrop attn_pdrop layer_norm_epsilon "
+    "initializer_range summary_type summary_use_proj summary_activation summary_proj_to_labels "
+    "summary_first_dropout num_labels id2label pad_token_id problem_type"
+).split()
+
+
+def test_defaults_match_transformers():
+    ours, theirs = OpenAIGPTConfig(), transformers.OpenAIGPTConfig()
+    for name in HF_FIELDS:
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.head_dim == 64 and ours.hidden_size == 768 and ours.num_hidden_layers == 12
+
+
+def test_reads_transformers_config_json(tmp_path):
+    hf = transformers.OpenAIGPTConfig(
+        n_embd=96, n_head=4, n_layer=3, afn="relu", summary_type="mean", num_labels=5, pad_token_id=3,
+        problem_type="multi_label_classification",
+    )
+    hf.save_pretrained(tmp_path)
+    ours = OpenAIGPTConfig.from_pretrained(tmp_path)
+    for name in HF_FIELDS:
+        assert getattr(ours, name) == getattr(hf, name), name
+    assert ours.to_dict()["model_type"] == "openai-gpt"
+
+
+def test_writes_config_json_transformers_reads(tmp_path):
+    ours = OpenAIGPTConfig(n_embd=48, n_head=6, n_layer=1, afn="silu", num_labels=3, pad_token_id=0)
+    ours.save_pretrained(tmp_path)
+    hf = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(hf, transformers.OpenAIGPTConfig)
+    for name in HF_FIELDS:
+        assert getattr(ours, name) == getattr(hf, name), name
+    assert OpenAIGPTConfig.from_pretrained(tmp_path) == ours
+
+
+def test_dict_round_trip_keeps_unknown_keys():
+    d = {**OpenAIGPTConfig(n_layer=2).to_dict(), "architectures": ["OpenAIGPTLMHeadModel"], "n_ctx": 512}
+    config = OpenAIGPTConfig.from_dict(d)
+    assert config.n_layer == 2 and config.extra["n_ctx"] == 512
+    assert config.to_dict()["architectures"] == ["OpenAIGPTLMHeadModel"]
+
+
+def test_num_labels_and_id2label_agree():
+    assert OpenAIGPTConfig(num_labels=3).id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    config = OpenAIGPTConfig(id2label={"0": "neg", "1": "pos", "2": "neutral"})
+    assert config.num_labels == 3 and config.label2id == {"neg": 0, "pos": 1, "neutral": 2}
+    assert config.replace(num_labels=1).id2label == {0: "LABEL_0"}
+
+
+def test_hashable_and_static_under_jit():
+    config = OpenAIGPTConfig(n_layer=2, id2label={0: "a", 1: "b"})
+    assert hash(config) == hash(OpenAIGPTConfig(n_layer=2, id2label={0: "a", 1: "b"}))
+    assert jax.jit(lambda c, x: x * c.n_layer, static_argnums=0)(config, 2.0) == 4.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n_layer = 3
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"n_embd": 100, "n_head": 12}, "divisible"),
+        ({"afn": "gelu_exact"}, "afn"),
+        ({"summary_type": "attn"}, "attn"),
+        ({"summary_type": "max"}, "summary_type"),
+        ({"summary_activation": "softmax"}, "summary_activation"),
+        ({"n_layer": 0}, "n_layer"),
+        ({"attn_pdrop": 1.0}, "attn_pdrop"),
+        ({"problem_type": "ranking"}, "problem_type"),
+        ({"num_labels": 0}, "num_labels"),
+        ({"attention_impl": "flash"}, "attention_impl"),
+    ],
+)
+def test_rejects_impossible_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OpenAIGPTConfig(**kwargs)
+
+
+def test_bad_config_file(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        OpenAIGPTConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="JSON object"):
+        OpenAIGPTConfig.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        OpenAIGPTConfig.from_pretrained(tmp_path / "missing")
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        OpenAIGPTConfig.from_pretrained(tmp_path)

@@ -1,0 +1,120 @@
+"""Bad input fails before any work, with a ValueError that names the problem."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transformers
+
+from gpt_flax import (
+    FlaxOpenAIGPTDoubleHeadsModel,
+    FlaxOpenAIGPTForSequenceClassification,
+    FlaxOpenAIGPTLMHeadModel,
+    FlaxOpenAIGPTModel,
+    OpenAIGPTConfig,
+)
+
+CONFIG = OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24, n_layer=2, n_head=3)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return FlaxOpenAIGPTLMHeadModel(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def double():
+    return FlaxOpenAIGPTDoubleHeadsModel(CONFIG)
+
+
+IDS = np.array([[1, 2, 3, 4]], np.int32)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"input_ids": np.array([[1, 37, 2]])}, r"input_ids holds 37 at index \(0, 1\), outside \[0, 37\)"),
+        ({"input_ids": np.array([[1, -1]])}, r"input_ids holds -1"),
+        ({"input_ids": np.zeros((1, 12), np.int32)}, "sequence length 12 exceeds n_positions=11"),
+        ({}, "neither was given"),
+        ({"input_ids": IDS, "inputs_embeds": np.zeros((1, 4, 24), np.float32)}, "both were given"),
+        ({"input_ids": np.array([1, 2, 3])}, r"input_ids must be \[batch, seq_len\], got shape \(3,\)"),
+        ({"input_ids": np.zeros((1, 1, 3), np.int32)}, r"must be \[batch, seq_len\]"),
+        ({"input_ids": np.array([[1.0, 2.0]])}, "input_ids must hold integers"),
+        ({"inputs_embeds": np.zeros((1, 4, 23), np.float32)}, "n_embd=24"),
+        ({"input_ids": IDS, "attention_mask": np.ones((1, 5))}, r"attention_mask has shape \(1, 5\)"),
+        ({"input_ids": IDS, "token_type_ids": np.array([[0, 0, 40, 0]])}, "token_type_ids holds 40"),
+        ({"input_ids": IDS, "position_ids": np.array([[0, 1, 2, 11]])}, r"position_ids holds 11 .* \[0, 11\)"),
+        ({"input_ids": IDS, "head_mask": np.ones(4)}, r"head_mask must be \[n_head=3\]"),
+        ({"input_ids": IDS, "labels": np.array([[1, 2, 3, 37]])}, "labels holds 37"),
+        ({"input_ids": IDS, "labels": np.array([[1, 2, 3]])}, r"labels has shape \(1, 3\)"),
+    ],
+)
+def test_lm_rejects(lm, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lm(**kwargs)
+
+
+def test_labels_minus_100_are_accepted(lm):
+    assert np.isfinite(float(lm(IDS, labels=np.array([[-100, 2, -100, 4]])).loss))
+
+
+def test_double_heads_rejects(double):
+    ids = np.zeros((2, 3, 5), np.int32)
+    with pytest.raises(ValueError, match=r"mc_token_ids holds 5 .* outside \[0, 5\)"):
+        double(ids, mc_token_ids=np.array([[0, 1, 5], [4, 4, 4]]))
+    with pytest.raises(ValueError, match=r"mc_token_ids must be \[batch, choices\]"):
+        double(ids, mc_token_ids=np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"mc_labels holds 3"):
+        double(ids, mc_labels=np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"\[batch, choices, seq_len\]"):
+        double(np.zeros((2, 5), np.int32))
+
+
+def test_sequence_classification_needs_pad_token_for_batches():
+    model = FlaxOpenAIGPTForSequenceClassification(CONFIG)
+    with pytest.raises(ValueError, match="pad_token_id"):
+        model(np.zeros((2, 4), np.int32))
+    assert model(np.zeros((1, 4), np.int32)).logits.shape == (1, 2)
+    with pytest.raises(ValueError, match=r"labels holds 2"):
+        model(np.zeros((1, 4), np.int32), labels=np.array([2]))
+
+
+def test_train_needs_a_dropout_key(lm):
+    with pytest.raises(ValueError, match="dropout_rng"):
+        lm(IDS, train=True)
+
+
+def test_non_array_input(lm):
+    with pytest.raises((TypeError, ValueError)):
+        lm(input_ids="hello")
+
+
+def test_value_checks_skip_traced_values_but_shapes_still_fail(lm):
+    """Inside a user's jit, ids are tracers: range checks wait, shape checks still run."""
+    out = jax.jit(lambda ids: lm(ids).logits)(jnp.asarray(IDS))
+    assert out.shape == (1, 4, 37)
+    with pytest.raises(ValueError, match="exceeds n_positions"):
+        jax.jit(lambda ids: lm(ids).logits)(jnp.zeros((1, 12), jnp.int32))
+
+
+def test_checkpoint_shapes_that_do_not_fit_the_config(tmp_path):
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24,
+                                                                         n_layer=2, n_head=3))
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"tokens_embed.weight.*\(37, 24\).*\(40, 24\)"):
+        FlaxOpenAIGPTLMHeadModel.from_pretrained(tmp_path, vocab_size=40)
+
+
+def test_base_model_from_head_checkpoint_reports_unused_keys(tmp_path):
+    hf = transformers.OpenAIGPTDoubleHeadsModel(transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24,
+                                                                             n_layer=2, n_head=3))
+    hf.save_pretrained(tmp_path)
+    model, info = FlaxOpenAIGPTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == []
+    assert set(info["unexpected_keys"]) == {"multiple_choice_head.summary.weight", "multiple_choice_head.summary.bias"}
+    np.testing.assert_array_equal(
+        np.asarray(model.params["positions_embed"]["embedding"]), hf.transformer.positions_embed.weight.detach().numpy()
+    )
