@@ -1,0 +1,544 @@
+"""Text generation: a KV cache, one prefill, a compiled decode loop, and sampling.
+
+    model = FlaxOpenAIGPTLMHeadModel.from_pretrained("path")
+    ids = model.generate(input_ids, attention_mask=mask, max_new_tokens=64)            # greedy
+    ids = model.generate(input_ids, do_sample=True, top_p=0.9, prng_key=jax.random.key(0))
+
+transformers' OpenAI GPT has no cache: each new token re-runs the whole prefix. Here the prompt is
+run once (`prefill`), its keys and values kept in a cache of static shape, and every later token is
+one `decode_step` that embeds one token per row, writes its key/value into the cache and attends
+over the cache. The decode loop is a `lax.while_loop` inside one jitted function, compiled once
+per (batch, prompt bucket, cache bucket), never per token.
+
+Prompts of different lengths share a batch by left padding: row b's real tokens sit in cache
+slots start[b]..; its positions count from its first real token (GPT's positions are absolute), and
+padded slots are masked as keys, so every row generates exactly what it would alone.
+
+Axes: B batch, T prompt slots, S cache slots, D width, H heads,
+K head dim, V vocab, L layers, N new tokens, E eos ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
+
+from gpt_flax import attention as attn_lib
+from gpt_flax.config import OpenAIGPTConfig
+from gpt_flax.heads import lm_logits
+from gpt_flax.layers import ACT_FNS, dense, layer_norm
+from gpt_flax.model import embed
+
+logger = logging.getLogger("gpt_flax")
+
+# transformers' GenerationConfig.max_length default, used when neither length is given.
+DEFAULT_MAX_LENGTH = 20
+# Prompts are left-padded to a power of two slots (at least this many), so prompts of similar
+# length share one compiled function.
+MIN_PROMPT_BUCKET = 8
+# The cache holds prompt slots + new tokens rounded up to a multiple of this.
+CACHE_BUCKET = 64
+# Decode steps read only the live part of the cache: the loop runs in phases whose caches hold
+# 128, 256, ... slots (the last phase all S), each a while_loop over arrays of that static size;
+# between phases the cache is copied into the next, larger arrays.
+FIRST_PHASE_WIDTH = 128
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every cache slot, one array per layer; state that goes in and out.
+
+    Measured on the CPU (batch 8, 320 slots, 12 layers of one-query attention): per-layer
+    head-major [B, H, S, K] arrays read at memory bandwidth (9 ms); one stacked [L, ...] array
+    sliced per layer took 110 ms (XLA:CPU copies the slice and runs a slow batched dot on it), and
+    the [B, S, H, K] order or a static slice of the slot axis were 2-15x slower too.
+    """
+
+    key: tuple  # L arrays [B, H, S, K]
+    value: tuple  # L arrays [B, H, S, K]
+    length: jax.Array  # int32 []: slots filled so far (the next token goes in slot `length`)
+    start: jax.Array  # int32 [B]: row b's first real slot (slots before it are left padding)
+
+
+class Sampler(NamedTuple):
+    """How the next token is chosen; static under jit (the values of temperature and top_p are not)."""
+
+    do_sample: bool = False
+    top_k: int | None = None
+    top_p: bool = False  # whether the top-p filter runs (transformers skips it at top_p == 1)
+
+
+# -- the cached block ------------------------------------------------------------------------
+def _block(p, x, config: OpenAIGPTConfig, attend):
+    """`model.block` in inference mode, with attention delegated to `attend(q, k, v) -> (out, aux)`.
+
+    x [B, T, D] -> ([B, T, D], aux); `attend` sees q, k, v [B, T, H, K] and owns the cache.
+    """
+    B, T, D = x.shape
+    qkv = dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
+    q, k, v = (t.reshape(B, T, config.n_head, config.head_dim) for t in jnp.split(qkv, 3, axis=-1))
+    a, aux = attend(q, k, v)
+    a = dense(p["attn"]["c_proj"], a.reshape(B, T, D))
+    n = layer_norm(p["ln_1"], x + a, config.layer_norm_epsilon)
+    m = dense(p["mlp"]["c_proj"], ACT_FNS[config.afn](dense(p["mlp"]["c_fc"], n)))
+    return layer_norm(p["ln_2"], n + m, config.layer_norm_epsilon), aux
+
+
+def _positions(slots, start):
+    """Position ids of cache slots for rows whose first real slot is `start` [B]; 0 on padding."""
+    return jnp.maximum(slots[None, :] - start[:, None], 0)
+
+
+def split_layers(h_params, n_layer: int) -> tuple:
+    """The stacked [L, ...] block params as L separate trees.
+
+    A decode step reads each weight once, so it runs at memory bandwidth; slicing layer l out of
+    the stack inside the loop (what `lax.scan` does) copies it first and doubled the step time.
+    Split once per `generate` call, outside the loop.
+    """
+    return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], h_params) for i in range(n_layer))
+
+
+def init_cache(config: OpenAIGPTConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
+    """An empty cache of `size` slots per row."""
+    shape = (batch, config.n_head, size, config.head_dim)
+    empty = tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))
+    return KVCache(empty, empty, jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32))
+
+
+def grow_cache(cache: KVCache, size: int) -> KVCache:
+    """The same cache in arrays of `size` slots (a copy of what it holds; the new slots are empty)."""
+    pad = ((0, 0), (0, 0), (0, size - cache.key[0].shape[2]), (0, 0))
+    return cache._replace(key=tuple(jnp.pad(k, pad) for k in cache.key), value=tuple(jnp.pad(v, pad) for v in cache.value))
+
+
+def prefill(params, config: OpenAIGPTConfig, input_ids, start, cache_size: int, dtype=jnp.float32):
+    """Run the prompt once. input_ids [B, T] left-padded (row b real from slot start[b]).
+
+    Returns (logits of the last slot [B, V], a cache of `cache_size` slots holding the prompt's).
+    """
+    T = input_ids.shape[1]
+    if cache_size < T:
+        raise ValueError(f"cache_size={cache_size} is smaller than the prompt's {T} slots")
+    start = jnp.asarray(start, jnp.int32)
+    slots = jnp.arange(T)
+    x = embed(params, config, input_ids, None, None, _positions(slots, start), dtype)
+    key_mask = slots[None, :] >= start[:, None]  # [B, T]
+
+    def attend(q, k, v):
+        out, _ = attn_lib.attention(q, k, v, impl=config.attention_impl, attention_mask=key_mask)
+        return out, (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))  # [B, H, T, K]
+
+    def layer(x, p):
+        return _block(p, x, config, attend)
+
+    h, (keys, values) = jax.lax.scan(layer, x, params["h"])  # keys [L, B, H, T, K]
+    cache = KVCache(tuple(keys), tuple(values), jnp.asarray(T, jnp.int32), start)
+    return lm_logits(params, h[:, -1]), grow_cache(cache, cache_size)
+
+
+def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, layers=None, dtype=jnp.float32):
+    """Feed one token per row into slot `cache.length`. tokens [B] -> (logits [B, V], new cache).
+
+    Attends over all S slots of the cache arrays (the slots not written yet are masked); the loop
+    keeps those arrays only as large as the phase needs. `layers`: `split_layers(params["h"])`,
+    to split once outside a loop.
+    """
+    if layers is None:
+        layers = split_layers(params["h"], config.n_layer)
+    size = cache.key[0].shape[2]
+    slot = cache.length
+    x = embed(params, config, tokens[:, None], None, None, (slot - cache.start)[:, None], dtype)  # [B, 1, D]
+    key_mask = jnp.arange(size)[None, :] >= cache.start[:, None]  # [B, S]: left padding is masked
+    keys, values = list(cache.key), list(cache.value)
+
+    for i, p in enumerate(layers):
+
+        def attend(q, k, v, i=i):
+            # Write this token's key/value in place (the loop carries the buffers), then attend.
+            ks = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 1, 3).astype(keys[i].dtype), (0, 0, slot, 0))
+            vs = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0))
+            # q_offset = slot: the causal mask hides the slots after this one (not written yet).
+            out, _ = attn_lib.attention(
+                q,
+                ks.transpose(0, 2, 1, 3),  # [B, S, H, K] view; XLA folds the transpose into the dot
+                vs.transpose(0, 2, 1, 3),
+                impl=config.attention_impl,
+                q_offset=slot,
+                attention_mask=key_mask,
+            )
+            return out, (ks, vs)
+
+        x, (keys[i], values[i]) = _block(p, x, config, attend)
+    logits = lm_logits(params, x[:, 0])
+    return logits, KVCache(tuple(keys), tuple(values), slot + 1, cache.start)
+
+
+# -- choosing the next token -----------------------------------------------------------------
+def top_k_filter(logits, k: int):
+    """transformers `TopKLogitsWarper`: -inf below the k-th largest logit (ties with it are kept)."""
+    k = min(k, logits.shape[-1])
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+
+
+def top_p_filter(logits, top_p):
+    """transformers `TopPLogitsWarper`: keep the smallest set of most likely tokens whose
+    probability sums past top_p (the most likely token always stays).
+
+    In ascending order the tokens whose cumulative probability is <= 1 - top_p go; they are a
+    prefix, so the rest is `logits >= threshold`. Tokens tied with the threshold are all kept
+    (transformers keeps whichever of them its sort puts last).
+    """
+    ordered = jnp.sort(logits, axis=-1)  # ascending
+    cumulative = jnp.cumsum(jax.nn.softmax(ordered, axis=-1), axis=-1)
+    removed = cumulative <= 1.0 - top_p
+    n_removed = jnp.minimum(jnp.sum(removed, axis=-1, keepdims=True), logits.shape[-1] - 1)
+    threshold = jnp.take_along_axis(ordered, n_removed, axis=-1)
+    return jnp.where(logits < threshold, -jnp.inf, logits)
+
+
+def process_logits(logits, sampler: Sampler, temperature, top_p):
+    """The sampling warpers in transformers' order: temperature, top-k, top-p. [B, V] float32."""
+    logits = logits.astype(jnp.float32) / temperature
+    if sampler.top_k is not None:
+        logits = top_k_filter(logits, sampler.top_k)
+    if sampler.top_p:
+        logits = top_p_filter(logits, top_p)
+    return logits
+
+
+def choose(logits, key, sampler: Sampler, temperature, top_p):
+    """Next token per row [B]: argmax (greedy) or a draw from the processed distribution."""
+    if not sampler.do_sample:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, process_logits(logits, sampler, temperature, top_p), axis=-1).astype(jnp.int32)
+
+
+# -- the compiled loop -----------------------------------------------------------------------
+def phase_widths(prompt_slots: int, cache_slots: int) -> tuple:
+    """Cache sizes of the decode phases: 128, 256, ... past the prompt, then all slots.
+
+    A tail phase shorter than half the one before is merged into it (one compiled step fewer).
+    """
+    widths = []
+    for w in (FIRST_PHASE_WIDTH << i for i in itertools.count()):
+        if w >= cache_slots:
+            break
+        if w > prompt_slots:
+            widths.append(w)
+    if widths and cache_slots - widths[-1] < widths[-1] // 2:
+        widths.pop()
+    return tuple(widths) + (cache_slots,)
+
+
+class _State(NamedTuple):
+    step: jax.Array  # int32 []: index of the newest chosen token
+    last: jax.Array  # [B] the newest chosen token
+    cache: KVCache
+    tokens: jax.Array  # [B, N] chosen tokens; pad after a row's eos
+    done: jax.Array  # [B] bool: the row has emitted an eos
+
+
+# Streamers of the calls in flight, by id: the compiled loop calls back `_emit` with an id (an
+# argument, not a constant) so a new streamer does not recompile anything.
+_STREAMERS: dict = {}
+_stream_ids = itertools.count()
+
+
+def _emit(stream_id, tokens) -> None:
+    _STREAMERS[int(stream_id)](np.asarray(tokens))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream"))
+def _generate_loop(
+    params,
+    input_ids,
+    start,
+    max_new_tokens,
+    temperature,
+    top_p,
+    eos_ids,
+    pad_id,
+    key,
+    stream_id,
+    *,
+    config: OpenAIGPTConfig,
+    sampler: Sampler,
+    cache_size: int,
+    dtype: str,
+    stream: bool,
+):
+    """Prefill, then decode until max_new_tokens or every row has emitted an eos.
+
+    input_ids [B, T] left-padded, start [B], eos_ids [E]; scalars max_new_tokens, temperature,
+    top_p, pad_id are traced (changing them does not recompile). Returns (tokens [B, S - T], count).
+    """
+    B, T = input_ids.shape
+    dtype = jnp.dtype(dtype)
+    layers = split_layers(params["h"], config.n_layer)
+
+    def pick(logits, step, done):
+        token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
+        # transformers `_sample`: finished rows get pad_token_id; a row finishes on emitting an eos.
+        token = jnp.where(done, pad_id, token)
+        done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=-1)
+        if stream:
+            io_callback(_emit, None, stream_id, token, ordered=True)
+        return token, done
+
+    widths = phase_widths(T, cache_size)
+    logits, cache = prefill(params, config, input_ids, start, widths[0], dtype)
+    first, done = pick(logits, 0, jnp.zeros((B,), bool))
+    tokens = jnp.full((B, cache_size - T), pad_id, jnp.int32).at[:, 0].set(first)
+    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens, done)
+
+    def cond(s: _State):
+        size = s.cache.key[0].shape[2]
+        return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < size)
+
+    def body(s: _State) -> _State:
+        logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, dtype=dtype)
+        token, done = pick(logits, s.step + 1, s.done)
+        tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step + 1))
+        return _State(s.step + 1, token, cache, tokens, done)
+
+    for width in widths:
+        state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
+    return state.tokens, state.step + 1
+
+
+# -- the host-side door ----------------------------------------------------------------------
+def prompt_bucket(length: int) -> int:
+    """Prompt slots for a prompt of `length` tokens: the next power of two, at least 8."""
+    return max(MIN_PROMPT_BUCKET, 1 << (length - 1).bit_length())
+
+
+def cache_bucket(prompt_slots: int, max_new_tokens: int) -> int:
+    return -(-(prompt_slots + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+
+
+def left_align(input_ids: np.ndarray, attention_mask: np.ndarray | None):
+    """Move each row's unmasked tokens to its right end, keeping their order.
+
+    Returns (ids [B, T], start [B]): row b's prompt is ids[b, start[b]:]. Left-padded input comes
+    back unchanged; right padding (or holes) is moved to the left, the masked tokens kept as they are.
+    """
+    B, T = input_ids.shape
+    if attention_mask is None:
+        return input_ids, np.zeros(B, np.int32)
+    keep = attention_mask.astype(bool)
+    lengths = keep.sum(axis=1)
+    if (lengths == 0).any():
+        raise ValueError(f"attention_mask row {int(np.argmin(lengths))} masks every token: each row needs a prompt")
+    order = np.argsort(keep, axis=1, kind="stable")  # masked positions first, each group in order
+    return np.take_along_axis(input_ids, order, axis=1), (T - lengths).astype(np.int32)
+
+
+def _int_list(name: str, value) -> list:
+    values = [value] if isinstance(value, (int, np.integer)) else list(value)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be an int or a list of ints, got {value!r}")
+    return [int(v) for v in values]
+
+
+def _check_ids(input_ids, config: OpenAIGPTConfig) -> np.ndarray:
+    try:
+        ids = np.asarray(input_ids)
+    except (TypeError, ValueError):
+        raise TypeError(f"input_ids must be an array or nested list of ints, got {type(input_ids).__name__}") from None
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq_len], got shape {ids.shape}")
+    if ids.shape[0] < 1 or ids.shape[1] < 1:
+        raise ValueError(f"input_ids must hold at least one token per row, got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must hold integers, got dtype {ids.dtype}")
+    bad = (ids < 0) | (ids >= config.vocab_size)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"input_ids holds {ids[index]} at index {index}, outside [0, {config.vocab_size})")
+    return ids.astype(np.int32)
+
+
+def _as_key(prng_key):
+    """A jax.random key from a key, a raw uint32[2] key or an int seed; fresh entropy when None."""
+    if prng_key is None:
+        return jax.random.key(int.from_bytes(os.urandom(4), "little"))
+    if isinstance(prng_key, (int, np.integer)):
+        return jax.random.key(int(prng_key))
+    if jnp.issubdtype(jnp.asarray(prng_key).dtype, jax.dtypes.prng_key):
+        return prng_key
+    return jax.random.wrap_key_data(jnp.asarray(prng_key, jnp.uint32))
+
+
+def generate(
+    params,
+    config: OpenAIGPTConfig,
+    input_ids,
+    attention_mask=None,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    num_return_sequences: int = 1,
+    prng_key=None,
+    *,
+    streamer: Callable[[np.ndarray], None] | None = None,
+    dtype=jnp.float32,
+) -> np.ndarray:
+    """Generate from the transformer params (`params["transformer"]` of an LM-head model).
+
+    input_ids [B, T] (attention_mask [B, T], 1 = token, any padding side) -> int32 [B * n, T + N]:
+    the prompts (left-padded: right padding is moved to the left) followed by the new tokens, N of
+    them at most max_new_tokens (or max_length - T; transformers' default max_length is 20), fewer
+    when every row stopped at an eos. Rows that stopped are filled with pad_token_id (default
+    eos). `num_return_sequences` repeats each prompt (sampling only), `prng_key` (key or int
+    seed; fresh entropy if None) drives sampling. `streamer(tokens [B * n])` is called with each
+    step's tokens as they are chosen. top_k=None means no top-k filter (transformers' default is 50).
+    """
+    ids = _check_ids(input_ids, config)
+    T = ids.shape[1]
+    mask = None
+    if attention_mask is not None:
+        mask = np.asarray(attention_mask)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
+    max_new_tokens = _resolve_max_new_tokens(config, T, max_new_tokens, max_length)
+    sampler, temperature, top_p = _resolve_sampler(do_sample, temperature, top_k, top_p)
+    if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
+    if num_return_sequences > 1 and not do_sample:
+        raise ValueError(
+            f"num_return_sequences={num_return_sequences} needs do_sample=True: greedy decoding returns the same sequence"
+        )
+    eos = _int_list("eos_token_id", eos_token_id if eos_token_id is not None else (config.eos_token_id or []))
+    if pad_token_id is None:
+        pad_token_id = config.pad_token_id
+    if pad_token_id is None and eos:
+        logger.warning("Setting pad_token_id to eos_token_id:%d for open-end generation.", eos[0])
+        pad_token_id = eos[0]
+    pad = int(pad_token_id) if pad_token_id is not None else 0
+
+    ids, start = left_align(ids, mask)
+    if num_return_sequences > 1:  # transformers' _expand_inputs_for_generation: repeat_interleave
+        ids, start = np.repeat(ids, num_return_sequences, axis=0), np.repeat(start, num_return_sequences)
+    slots = prompt_bucket(T)
+    padded = np.concatenate([np.zeros((ids.shape[0], slots - T), np.int32), ids], axis=1)
+    stream_id = next(_stream_ids)
+    if streamer is not None:
+        _STREAMERS[stream_id] = streamer
+    try:
+        tokens, count = _generate_loop(
+            params,
+            jnp.asarray(padded),
+            jnp.asarray(start + (slots - T), jnp.int32),
+            jnp.int32(max_new_tokens),
+            jnp.float32(temperature),
+            jnp.float32(top_p),
+            jnp.asarray(eos, jnp.int32).reshape(-1),
+            jnp.int32(pad),
+            _as_key(prng_key) if do_sample else jax.random.key(0),
+            jnp.int32(stream_id),
+            config=config,
+            sampler=sampler,
+            cache_size=cache_bucket(slots, max_new_tokens),
+            dtype=jnp.dtype(dtype).name,
+            stream=streamer is not None,
+        )
+        tokens, count = np.asarray(tokens), int(count)
+    finally:
+        _STREAMERS.pop(stream_id, None)
+    return np.concatenate([ids, tokens[:, :count]], axis=1)
+
+
+def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_tokens, max_length) -> int:
+    """transformers' rule: max_new_tokens wins over max_length (prompt + new); default max_length 20."""
+    if max_new_tokens is None:
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        if not isinstance(max_length, (int, np.integer)) or max_length <= prompt_len:
+            raise ValueError(
+                f"max_length={max_length!r} leaves no room after the {prompt_len}-token prompt; "
+                "raise max_length or pass max_new_tokens"
+            )
+        max_new_tokens = int(max_length) - prompt_len
+    if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    total = prompt_len + int(max_new_tokens)
+    if total > config.n_positions:
+        raise ValueError(
+            f"max_length {total} (prompt {prompt_len} + {max_new_tokens} new tokens) exceeds "
+            f"n_positions={config.n_positions}: GPT's position embeddings are absolute, it cannot go further"
+        )
+    return int(max_new_tokens)
+
+
+def _resolve_sampler(do_sample, temperature, top_k, top_p):
+    if temperature is None:
+        temperature = 1.0
+    if not isinstance(temperature, (int, float, np.floating, np.integer)) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k filter), got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float, np.floating)) or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    sampler = Sampler(
+        do_sample=bool(do_sample),
+        top_k=int(top_k) if do_sample and top_k is not None else None,
+        top_p=bool(do_sample and top_p is not None and top_p < 1.0),
+    )
+    return sampler, float(temperature), float(top_p if top_p is not None else 1.0)
+
+
+class GenerationMixin:
+    """`generate` for the models with an LM head (their params hold `transformer`)."""
+
+    def generate(
+        self,
+        input_ids,
+        attention_mask=None,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        num_return_sequences: int = 1,
+        prng_key=None,
+        *,
+        params: dict | None = None,
+        streamer: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
+        params = self.params if params is None else params
+        return generate(
+            params["transformer"],
+            self.config,
+            input_ids,
+            attention_mask,
+            max_new_tokens,
+            max_length,
+            do_sample,
+            temperature,
+            top_k,
+            top_p,
+            eos_token_id,
+            pad_token_id,
+            num_return_sequences,
+            prng_key,
+            streamer=streamer,
+            dtype=self.dtype,
+        )

@@ -1,0 +1,416 @@
+"""generation.py: cached decoding against transformers 4.56.2's `generate`, sampling, eos, compiles.
+
+transformers' OpenAI GPT passes only input_ids to each step (`prepare_inputs_for_generation`):
+no attention mask, no position ids. So for a left-padded batch it treats the pads as tokens, and
+a padded row does not generate what it would alone. Ours masks the pads and shifts positions, so
+each row generates what transformers generates for it alone (tested per row); with no mask,
+ours treats the pads as tokens too and matches transformers' batched output (tested as a batch).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from oracle import torch_model
+
+from gpt_flax import FlaxOpenAIGPTDoubleHeadsModel, FlaxOpenAIGPTLMHeadModel, OpenAIGPTConfig, cli, pipeline
+from gpt_flax import generation as gen
+from gpt_flax.heads import init_head_params
+
+# Distinct sizes (D=24, H=3, V=37, L=2); a wide init so a random model does not repeat one token.
+SMALL = OpenAIGPTConfig(vocab_size=37, n_positions=80, n_embd=24, n_layer=2, n_head=3, initializer_range=0.4)
+NEW = 64
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = FlaxOpenAIGPTLMHeadModel(SMALL, seed=3)
+    return model, torch_model("lm", SMALL, model.params)
+
+
+def hf_generate(torch_lm, ids, **kwargs):
+    kwargs.setdefault("pad_token_id", 0)
+    with torch.no_grad():
+        return torch_lm.generate(torch.tensor(np.asarray(ids), dtype=torch.long), do_sample=False, **kwargs).numpy()
+
+
+def prompts(seed=0, batch=3, length=7):
+    return np.random.default_rng(seed).integers(0, SMALL.vocab_size, (batch, length))
+
+
+# -- greedy parity ---------------------------------------------------------------------------
+def test_greedy_matches_transformers_batch(small):
+    model, ref = small
+    ids = prompts()
+    ours = model.generate(ids, max_new_tokens=NEW)
+    assert ours.shape == (3, 7 + NEW)
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=NEW))
+    assert len(np.unique(ours[:, 7:])) > 5  # the model does not just repeat itself
+
+
+def test_max_length_counts_the_prompt_like_transformers(small):
+    model, ref = small
+    ids = prompts(1, batch=1, length=5)
+    ours = model.generate(ids, max_length=12)
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_length=12))
+    assert ours.shape == (1, 12)
+    # max_new_tokens wins over max_length, as in transformers
+    assert model.generate(ids, max_new_tokens=3, max_length=40).shape == (1, 8)
+    assert model.generate(ids).shape == (1, gen.DEFAULT_MAX_LENGTH)
+
+
+def left_padded(seed=1):
+    """Three prompts of lengths 7, 4 and 2, left-padded into [3, 7] with the mask."""
+    ids = prompts(seed)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    mask[2, :5] = 0
+    return np.where(mask == 1, ids, 0), mask
+
+
+def test_padded_batch_rows_generate_what_they_would_alone(small):
+    model, ref = small
+    ids, mask = left_padded()
+    ours = model.generate(ids, attention_mask=mask, max_new_tokens=NEW)
+    np.testing.assert_array_equal(ours[:, :7], ids)
+    for b in range(3):
+        alone = ids[b : b + 1, 7 - mask[b].sum() :]
+        np.testing.assert_array_equal(ours[b, 7:], hf_generate(ref, alone, max_new_tokens=NEW)[0, alone.shape[1] :])
+    # transformers' own padded batch differs from the rows alone (it attends to the pads)
+    theirs = hf_generate(ref, ids, attention_mask=torch.tensor(mask), max_new_tokens=NEW)
+    assert not np.array_equal(theirs[1:, 7:], ours[1:, 7:])
+
+
+def test_unmasked_padded_batch_matches_transformers_batch(small):
+    model, ref = small
+    ids, mask = left_padded()
+    ours = model.generate(ids, max_new_tokens=NEW)  # no mask: the pads are tokens, as in transformers
+    theirs = hf_generate(ref, ids, attention_mask=torch.tensor(mask), max_new_tokens=NEW)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_right_padding_is_moved_left(small):
+    model, _ = small
+    ids, mask = left_padded()
+    right_ids = np.stack([np.roll(r, -int((m == 0).sum())) for r, m in zip(ids, mask)])
+    right_mask = np.stack([np.roll(m, -int((m == 0).sum())) for m in mask])
+    np.testing.assert_array_equal(
+        model.generate(right_ids, attention_mask=right_mask, max_new_tokens=9),
+        model.generate(ids, attention_mask=mask, max_new_tokens=9),
+    )
+
+
+def test_double_heads_model_generates_with_its_lm_head(small):
+    model, _ = small
+    double = FlaxOpenAIGPTDoubleHeadsModel(SMALL, _do_init=False)
+    double.params = {"transformer": model.params["transformer"], **init_head_params(SMALL, "double", jax.random.key(0))}
+    ids = prompts()
+    np.testing.assert_array_equal(double.generate(ids, max_new_tokens=NEW), model.generate(ids, max_new_tokens=NEW))
+
+
+def test_full_size_greedy_matches_transformers():
+    config = OpenAIGPTConfig()  # 12 x 768, vocab 40478
+    model = FlaxOpenAIGPTLMHeadModel(config, seed=0)
+    ref = torch_model("lm", config, model.params)
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, (1, 8))
+    ours = model.generate(ids, max_new_tokens=NEW)
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=NEW))
+
+
+# -- the cache -------------------------------------------------------------------------------
+def test_cached_logits_equal_full_forward_at_every_step(small):
+    model, _ = small
+    params = model.params["transformer"]
+    ids, mask = left_padded(2)
+    start = 7 - mask.sum(1)
+    fed = np.random.default_rng(5).integers(0, SMALL.vocab_size, (3, 12))  # teacher-forced tokens
+    step = jax.jit(lambda p, c, t: gen.decode_step(p, SMALL, c, t), donate_argnums=(1,))
+    logits, cache = jax.jit(gen.prefill, static_argnums=(1, 4))(params, SMALL, ids, start, 32)
+    steps = [logits]
+    for j in range(fed.shape[1]):
+        logits, cache = step(params, cache, jnp.asarray(fed[:, j], jnp.int32))
+        steps.append(logits)
+    steps = np.stack(steps, axis=1)  # [B, 13, V]
+    # The full forward over each row alone, right-padded into one batch (causal: position t sees only its prefix).
+    full = np.zeros((3, 7 + fed.shape[1]), np.int32)
+    full_mask = np.zeros_like(full)
+    for b in range(3):
+        row = np.concatenate([ids[b, start[b] :], fed[b]])
+        full[b, : len(row)], full_mask[b, : len(row)] = row, 1
+    ref = np.asarray(model(full, attention_mask=full_mask).logits)
+    for b in range(3):
+        n = 7 - start[b]
+        expected = ref[b, n - 1 : n + fed.shape[1]]
+        np.testing.assert_allclose(steps[b], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_phase_widths():
+    assert gen.phase_widths(8, 64) == (64,)
+    assert gen.phase_widths(8, 320) == (128, 320)
+    assert gen.phase_widths(8, 640) == (128, 256, 640)
+    assert gen.phase_widths(256, 320) == (320,)
+
+
+def test_generation_crosses_cache_phases():
+    config = SMALL.replace(n_positions=300)
+    model = FlaxOpenAIGPTLMHeadModel(config, seed=3)
+    ids = prompts(4, batch=2, length=3)
+    assert gen.phase_widths(8, gen.cache_bucket(8, 130)) == (128, 192)  # the cache grows once
+    theirs = hf_generate(torch_model("lm", config, model.params), ids, max_new_tokens=130)
+    np.testing.assert_array_equal(model.generate(ids, max_new_tokens=130), theirs)
+
+
+# -- eos ---------------------------------------------------------------------------------------
+def test_eos_stops_rows_independently(small):
+    model, ref = small
+    ids = prompts(6)
+    free = model.generate(ids, max_new_tokens=20)
+    eos = int(free[0, 7 + 4])  # row 0's fifth new token
+    pad = 36
+    ours = model.generate(ids, max_new_tokens=20, eos_token_id=eos, pad_token_id=pad)
+    theirs = hf_generate(ref, ids, max_new_tokens=20, eos_token_id=eos, pad_token_id=pad)
+    np.testing.assert_array_equal(ours, theirs)
+    for b in range(3):
+        new = free[b, 7:]
+        hits = np.flatnonzero(new == eos)
+        stop = hits[0] + 1 if len(hits) else len(new)
+        np.testing.assert_array_equal(ours[b, 7 : 7 + stop], new[:stop])  # unaffected until its own eos
+        assert (ours[b, 7 + stop :] == pad).all()
+
+
+def test_all_rows_finished_ends_early(small):
+    model, ref = small
+    ids = prompts(6, batch=1)
+    eos = int(model.generate(ids, max_new_tokens=5)[0, 7 + 2])
+    eos_ids = [eos, (eos + 1) % SMALL.vocab_size]
+    ours = model.generate(ids, max_new_tokens=20, eos_token_id=eos_ids)
+    assert ours.shape[1] <= 7 + 3 and ours[0, -1] in eos_ids
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=20, eos_token_id=eos_ids))
+
+
+# -- sampling ----------------------------------------------------------------------------------
+CRAFTED = np.log(np.array([[0.05, 0.30, 0.10, 0.40, 0.15], [0.5, 0.2, 0.2, 0.06, 0.04]], np.float32))
+
+
+def kept(logits):
+    return [set(np.flatnonzero(np.isfinite(row))) for row in np.asarray(logits)]
+
+
+def test_top_k_keeps_the_k_largest():
+    assert kept(gen.top_k_filter(jnp.asarray(CRAFTED), 2)) == [{1, 3}, {0, 1, 2}]  # tie with the 2nd is kept
+    assert kept(gen.top_k_filter(jnp.asarray(CRAFTED), 1)) == [{3}, {0}]
+    assert kept(gen.top_k_filter(jnp.asarray(CRAFTED), 99)) == [set(range(5))] * 2
+
+
+def test_top_p_keeps_the_smallest_set_past_p():
+    # row 0 sorted: .40 .30 .15 .10 .05 -> cumulative .40 .70 .85 .95 1.0
+    assert kept(gen.top_p_filter(jnp.asarray(CRAFTED), 0.6)) == [{1, 3}, {0, 1, 2}]
+    assert kept(gen.top_p_filter(jnp.asarray(CRAFTED), 0.8))[0] == {1, 3, 4}
+    assert kept(gen.top_p_filter(jnp.asarray(CRAFTED), 0.1)) == [{3}, {0}]  # the top token always stays
+    assert kept(gen.top_p_filter(jnp.asarray(CRAFTED), 1.0)) == [set(range(5))] * 2
+
+
+def test_warpers_match_transformers_on_random_logits():
+    logits = np.random.default_rng(0).normal(size=(4, 37)).astype(np.float32) * 3
+    scores = torch.tensor(logits)
+    for k in (1, 5, 36):
+        theirs = transformers.TopKLogitsWarper(k)(None, scores.clone()).numpy()
+        np.testing.assert_array_equal(np.asarray(gen.top_k_filter(jnp.asarray(logits), k)), theirs)
+    for p in (0.05, 0.5, 0.9, 0.999):
+        theirs = transformers.TopPLogitsWarper(p)(None, scores.clone()).numpy()
+        np.testing.assert_array_equal(kept(gen.top_p_filter(jnp.asarray(logits), p)), kept(theirs))
+    sampler = gen.Sampler(do_sample=True, top_k=7, top_p=True)
+    ours = gen.process_logits(jnp.asarray(logits), sampler, 0.7, 0.8)
+    warpers = [transformers.TemperatureLogitsWarper(0.7), transformers.TopKLogitsWarper(7), transformers.TopPLogitsWarper(0.8)]
+    theirs = scores.clone()
+    for w in warpers:
+        theirs = w(None, theirs)
+    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-6)
+
+
+def draws(logits, sampler, temperature=1.0, top_p=1.0, n=4000):
+    keys = jax.random.split(jax.random.key(0), n)
+    f = jax.vmap(lambda k: gen.choose(jnp.asarray(logits), k, sampler, temperature, top_p))
+    return np.asarray(f(keys))  # [n, B]
+
+
+def test_sampling_draws_only_and_all_of_the_kept_tokens():
+    for sampler, top_p, expected in [
+        (gen.Sampler(True, top_k=2), 1.0, [{1, 3}, {0, 1, 2}]),
+        (gen.Sampler(True, top_p=True), 0.8, [{1, 3, 4}, {0, 1, 2}]),
+        (gen.Sampler(True, top_k=3, top_p=True), 0.6, [{1, 3}, {0, 1, 2}]),
+    ]:
+        samples = draws(CRAFTED, sampler, top_p=top_p)
+        assert [set(samples[:, b]) for b in range(2)] == expected
+
+
+def test_temperature_sharpens_and_flattens():
+    plain = draws(CRAFTED, gen.Sampler(True))[:, 0]
+    np.testing.assert_allclose(np.bincount(plain, minlength=5) / len(plain), np.exp(CRAFTED[0]), atol=0.03)
+    cold = draws(CRAFTED, gen.Sampler(True), temperature=0.1)[:, 0]
+    assert (cold == 3).mean() > 0.9
+    hot = draws(CRAFTED, gen.Sampler(True), temperature=100.0)[:, 0]
+    assert np.abs(np.bincount(hot, minlength=5) / len(hot) - 0.2).max() < 0.04
+
+
+def test_sampling_is_reproducible_for_a_key(small):
+    model, _ = small
+    ids = prompts(7)
+    kw = {"max_new_tokens": 16, "do_sample": True, "top_k": 20, "top_p": 0.95, "temperature": 1.3}
+    a = model.generate(ids, prng_key=jax.random.key(1), **kw)
+    np.testing.assert_array_equal(a, model.generate(ids, prng_key=jax.random.key(1), **kw))
+    np.testing.assert_array_equal(a, model.generate(ids, prng_key=1, **kw))
+    assert not np.array_equal(a, model.generate(ids, prng_key=jax.random.key(2), **kw))
+
+
+def test_num_return_sequences(small):
+    model, _ = small
+    ids = prompts(8, batch=2)
+    out = model.generate(ids, max_new_tokens=12, do_sample=True, num_return_sequences=3, prng_key=0)
+    assert out.shape == (6, 7 + 12)
+    np.testing.assert_array_equal(out[:, :7], np.repeat(ids, 3, axis=0))
+    assert len({tuple(r) for r in out[:3, 7:]}) > 1
+
+
+def test_streamer_sees_each_step_as_it_is_chosen(small):
+    model, _ = small
+    ids = prompts(9)
+    seen = []
+    out = model.generate(ids, max_new_tokens=10, streamer=seen.append)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), out[:, 7:])
+
+
+# -- compiles and errors -----------------------------------------------------------------------
+def test_same_shapes_do_not_recompile(small):
+    model, _ = small
+    ids = prompts(10)
+    model.generate(ids, max_new_tokens=20, do_sample=True, prng_key=0)
+    before = gen._generate_loop._cache_size()
+    model.generate(prompts(11), max_new_tokens=20, do_sample=True, prng_key=1, temperature=0.5)
+    model.generate(prompts(12)[:, :6], max_new_tokens=30, do_sample=True, prng_key=2)  # same buckets
+    model.generate(ids, attention_mask=np.tril(np.ones((3, 7)))[::-1].copy(), max_new_tokens=20, do_sample=True)
+    assert gen._generate_loop._cache_size() == before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_new_tokens": 80}, "n_positions"),
+        ({"max_length": 81}, "n_positions"),
+        ({"max_length": 7}, "max_length"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": 0.0, "do_sample": True}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0, "do_sample": True}, "top_p"),
+        ({"top_p": 1.5, "do_sample": True}, "top_p"),
+        ({"top_k": 0, "do_sample": True}, "top_k"),
+        ({"num_return_sequences": 2}, "do_sample"),
+        ({"attention_mask": np.zeros((3, 7))}, "attention_mask"),
+    ],
+)
+def test_clear_errors(small, kwargs, message):
+    model, _ = small
+    with pytest.raises(ValueError, match=message):
+        model.generate(prompts(), **kwargs)
+
+
+def test_bad_input_ids(small):
+    model, _ = small
+    with pytest.raises(ValueError, match="outside"):
+        model.generate(np.full((1, 3), SMALL.vocab_size))
+    with pytest.raises(ValueError, match=r"\[batch, seq_len\]"):
+        model.generate(np.zeros(3, np.int32))
+
+
+# -- pipeline and CLI ----------------------------------------------------------------------------
+TOKENIZER_FILES = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny random transformers model saved with save_pretrained, the real tokenizer files beside it,
+    and openai-gpt's task_specific_params (text-generation: do_sample, max_length 50)."""
+    directory = str(tmp_path_factory.mktemp("tiny-openai-gpt"))
+    config = transformers.OpenAIGPTConfig(
+        n_positions=64,
+        n_embd=24,
+        n_layer=2,
+        n_head=3,
+        initializer_range=0.4,
+        task_specific_params={"text-generation": {"do_sample": True, "max_length": 50}},
+    )
+    torch.manual_seed(0)
+    transformers.OpenAIGPTLMHeadModel(config).eval().save_pretrained(directory)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(TOKENIZER_FILES, name), directory)
+    return directory
+
+
+PROMPTS = ["Hello there, General Kenobi!", "The future of AI is", "One"]
+
+
+def test_pipeline_matches_transformers_pipeline(model_dir):
+    ours = pipeline("text-generation", model=model_dir)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
+    expected = [theirs(p, max_new_tokens=10, do_sample=False, pad_token_id=0) for p in PROMPTS]
+    assert ours(PROMPTS, max_new_tokens=10, do_sample=False) == expected  # one batch, each row as alone
+    assert ours(PROMPTS[1], max_new_tokens=10, do_sample=False) == expected[1]
+    assert expected[1][0]["generated_text"].startswith("The future of AI is ")
+    short = ours(PROMPTS[1], max_new_tokens=10, do_sample=False, return_full_text=False)[0]["generated_text"]
+    assert expected[1][0]["generated_text"] == PROMPTS[1] + short
+
+
+def test_pipeline_defaults_and_sampling(model_dir):
+    ours = pipeline("text-generation", model=model_dir)
+    first = ours(PROMPTS[1], seed=0, num_return_sequences=2)  # task defaults: do_sample, max_length 50
+    assert len(first) == 2 and first != ours(PROMPTS[1], seed=1, num_return_sequences=2)
+    assert first == ours(PROMPTS[1], seed=0, num_return_sequences=2)
+    ids = ours.tokenizer(first[0]["generated_text"][len(PROMPTS[1]) :])["input_ids"]
+    assert 40 <= len(ids) <= 50  # ~45 new tokens (re-tokenizing decoded text is not exact)
+    with pytest.raises(ValueError, match="task"):
+        pipeline("summarization", model=model_dir)
+    with pytest.raises(ValueError, match="no tokens"):
+        ours("")
+
+
+def run_cli(argv, capsys):
+    code = cli.main(["generate", *argv, "--compile-cache", ""])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_generates_from_a_local_directory(model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local directory needs no network
+    expected = pipeline("text-generation", model=model_dir)(PROMPTS[1], max_new_tokens=12, do_sample=False)
+    code, out, _ = run_cli([PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy"], capsys)
+    assert code == 0 and out == expected[0]["generated_text"] + "\n"
+    code, streamed, _ = run_cli([PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy", "--stream"], capsys)
+    assert code == 0 and streamed == out
+    argv = [PROMPTS[1], "--model", model_dir, "--max-length", "20", "--do-sample", "--seed", "3"]
+    code, sampled, _ = run_cli([*argv, "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--num-return-sequences", "2"], capsys)
+    assert code == 0 and len(sampled.splitlines()) == 2
+
+
+def test_cli_offline_hub_id_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run_cli(["The future of AI is", "--model", "openai-community/openai-gpt", "--max-length", "50"], capsys)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "local model directory" in err
+
+
+def test_cli_bad_arguments_are_one_line_errors(model_dir, capsys):
+    code, _, err = run_cli(["Hi", "--model", model_dir, "--do-sample", "--top-p", "1.5"], capsys)
+    assert code == 1 and "top_p" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["Hi", "--model", model_dir, "--max-length", "65"], capsys)
+    assert code == 1 and "n_positions" in err
