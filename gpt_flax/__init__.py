@@ -7,6 +7,7 @@ from gpt_flax.modeling import (
     FlaxOpenAIGPTLMHeadModel,
     FlaxOpenAIGPTModel,
 )
+from gpt_flax.pipeline import pipeline
 from gpt_flax.tokenizer import OpenAIGPTTokenizer
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "FlaxOpenAIGPTModel",
     "OpenAIGPTConfig",
     "OpenAIGPTTokenizer",
+    "pipeline",
 ]

@@ -1,0 +1,117 @@
+"""`gpt-flax generate PROMPT`: continue a prompt with a model directory (or a Hub id).
+
+    gpt-flax generate "The future of AI is" --model path/to/openai-gpt --max-length 50
+    gpt-flax generate "The future of AI is" --model openai-community/openai-gpt --do-sample --top-p 0.9 --seed 0 --stream
+
+The logic is `gpt_flax.pipeline`; this module parses flags and prints one text per sequence
+(`--stream`: the text as it is produced). Compiled code is cached on disk (JAX's persistent
+compilation cache, in --compile-cache), so a second run with the same sizes starts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_COMPILE_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gpt-flax", "jax")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a prompt with an OpenAI GPT model (KV-cached decoding)",
+        description="Generate text from PROMPT with a model directory or a Hub id (greedy unless --do-sample).",
+    )
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a model directory (config.json, weights and the tokenizer's vocab.json + merges.txt) or a Hub id",
+    )
+    p.add_argument("--tokenizer", default=None, help="the tokenizer's directory or Hub id (default: --model)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="total length in tokens, prompt included (default: the model's text-generation default, else 20)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens to generate (wins over --max-length)")
+    p.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
+    p.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding even where the model's "
+                   "text-generation default is to sample")
+    p.add_argument("--temperature", type=float, default=None, help="divide the logits by this before sampling (> 0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (>= 1)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample from the smallest set of tokens whose probability exceeds this, in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: a fresh one)")
+    p.add_argument("--num-return-sequences", type=int, default=1, help="sequences to sample for the prompt")
+    p.add_argument("--stream", action="store_true", help="print the text as it is produced (one sequence)")
+    p.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
+                   help=f"directory for JAX's persistent compilation cache; '' to disable (default {DEFAULT_COMPILE_CACHE})")
+    return p
+
+
+def _generate_options(args) -> dict:
+    names = ("max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    options["num_return_sequences"] = args.num_return_sequences
+    return options
+
+
+def _check_local(path: str, what: str) -> None:
+    """A missing directory that is not a Hub id is a typo: say so before trying the network."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a file; pass the model directory")
+    if not os.path.isdir(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"{what} directory {path!r} does not exist")
+
+
+class TextStreamer:
+    """Prints a sequence's text as its tokens arrive: decodes all tokens so far, prints what is new."""
+
+    def __init__(self, tokenizer, prompt_ids, out=sys.stdout):
+        self.tokenizer, self.prompt_ids, self.out = tokenizer, list(prompt_ids), out
+        self.tokens: list = []
+        self.printed = 0
+
+    def __call__(self, tokens) -> None:
+        self.tokens.append(int(tokens[0]))
+        full = self.tokenizer.decode(self.prompt_ids + self.tokens, skip_special_tokens=True)
+        prompt = len(self.tokenizer.decode(self.prompt_ids, skip_special_tokens=True))
+        text = full[prompt:]
+        # The last word may still grow (BPE pieces end with </w>): print up to its start.
+        cut = text.rfind(" ")
+        if cut > self.printed:
+            self.out.write(text[self.printed : cut])
+            self.out.flush()
+            self.printed = cut
+        self.text = text
+
+    def end(self) -> None:
+        self.out.write(getattr(self, "text", "")[self.printed :] + "\n")
+        self.out.flush()
+
+
+def run(args) -> int:
+    if args.compile_cache:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from gpt_flax.pipeline import pipeline
+
+    _check_local(args.model, "--model")
+    if args.tokenizer:
+        _check_local(args.tokenizer, "--tokenizer")
+    options = _generate_options(args)
+    generator = pipeline("text-generation", model=args.model, tokenizer=args.tokenizer or args.model)
+    if not args.stream:
+        for result in generator(args.prompt, **options):
+            print(result["generated_text"])
+        return 0
+    if args.num_return_sequences != 1:
+        raise ValueError("--stream prints one sequence; drop --num-return-sequences or --stream")
+    prompt_ids = generator.tokenizer(args.prompt)["input_ids"]
+    streamer = TextStreamer(generator.tokenizer, prompt_ids)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    generator(args.prompt, streamer=streamer, **options)
+    streamer.end()
+    return 0
