@@ -1,11 +1,13 @@
-"""Flash attention for GPUs in Pallas' Triton dialect: forward, dK/dV and dQ kernels.
+"""Flash attention for GPUs in Pallas' Triton dialect: forward, dK/dV and dQ kernels, fused backward.
 
 Lowered by `pl.pallas_call` to a Triton custom call (`__gpu$xla.gpu.triton`) when the caller is
 compiled for CUDA; the same kernels run in Pallas' interpreter on the CPU (`interpret=True`),
 which is how the tests check them. The grid walks (query or key block, batch, head); each program
 loops over the other sequence axis with an online softmax (FlashAttention-2, Dao 2023, algorithm 1
-for the forward, algorithm 2 with the dK/dV and dQ loops split into two kernels for the backward),
-so no [T, S] tile is ever written to memory.
+for the forward; algorithm 2 for the backward, either split into a dK/dV and a dQ kernel that
+each recompute the scores, seven matmuls per tile pair, or fused into one kernel per key block
+that adds its dQ contributions to a float32 buffer with atomic adds, five matmuls, as the paper's
+algorithm 2 does), so no [T, S] tile is ever written to memory.
 
 Layout: q, k, v, out [B, T, H, Kp] (the model's layout, no transpose); per-row vectors (lse,
 delta, dropout row hashes) [B, H, T]; the padding bias [B, S]. T is a multiple of every block size
@@ -49,6 +51,14 @@ class GPUBlockSizes:
     num_stages: int = 3
     num_warps_bwd: int = 4
     num_stages_bwd: int = 2
+    # The fused backward (`fused_bwd=True`): one kernel per key block, dQ by float32 atomic adds,
+    # tiles block_q_bwd x block_k_bwd, launched with num_warps_bwd / num_stages_bwd. Its dQ sums
+    # in no fixed order, so its gradients can differ from run to run in the last bits. Off by
+    # default: on an H200 it made forward+backward about 2x slower than the split backward
+    # (Pallas lowers each atomic add as an acquire-release atomic per element; RESULTS.md).
+    fused_bwd: bool = False
+    block_q_bwd: int = 64
+    block_k_bwd: int = 64
 
     def fit(self, seq_len: int) -> GPUBlockSizes:
         """Shrink blocks longer than the (power-of-two rounded) sequence, never below 16."""
@@ -60,8 +70,9 @@ class GPUBlockSizes:
 
     @property
     def multiple(self) -> int:
-        """T and S are padded to a multiple of this (every block size divides it)."""
-        return max(getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("block"))
+        """T and S are padded to a multiple of this (every block size of the kernels in use divides it)."""
+        bwd = ("q_bwd", "k_bwd") if self.fused_bwd else ("q_dkv", "k_dkv", "q_dq", "k_dq")
+        return max(getattr(self, f"block_{name}") for name in ("q", "k", *bwd))
 
 
 def default_block_sizes(head_dim: int) -> GPUBlockSizes:
@@ -252,10 +263,120 @@ def _dq_kernel(
     dhm_ref[...] = dhm * m.keep_scale
 
 
+def _fused_bwd_kernel(
+    q_ref,
+    k_ref,
+    v_ref,
+    bias_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    hash_ref,
+    hm_ref,
+    _dq_zeros_ref,
+    dq_ref,
+    dk_ref,
+    dv_ref,
+    dhm_ref,
+    *,
+    m: TileMath,
+    bq,
+    bk,
+):
+    # q_ref, do_ref [T, Kp]; lse_ref, delta_ref, hash_ref [T]; k_ref, v_ref [bk, Kp]; bias_ref [bk]
+    # dq_ref [T, Kp] float32, aliased to the zeros input, += dS K over this key block (atomic:
+    # every key block's program adds into the same rows); dk_ref, dv_ref [bk, Kp];
+    # dhm_ref [bk]: per-key contributions to d head_mask[h]
+    k_start = pl.program_id(0) * bk
+    k, v = k_ref[...], v_ref[...]
+    bias = bias_ref[...][None, :] if m.has_bias else None
+    hm = hm_ref[...][None, :] if m.has_head_mask else 1.0  # [1, 1]
+    kp = k.shape[-1]
+
+    def body(i, carry, causal):
+        dk, dv, dhm = carry
+        q_start = i * bq
+        rows = pl.ds(pl.multiple_of(q_start, bq), bq)
+        q, do = q_ref[rows, :], do_ref[rows, :]
+        row_hash = hash_ref[rows][:, None] if m.has_dropout else None
+        p_kept, ds, dp_raw = _tile_grads(
+            m,
+            q,
+            k,
+            v,
+            do,
+            lse_ref[rows][:, None],
+            delta_ref[rows][:, None],
+            row_hash,
+            hm,
+            bias,
+            q_start=q_start,
+            k_start=k_start,
+            causal=causal,
+        )
+        ds = ds.astype(q.dtype)
+        dv = dv + lax.dot_general(p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32)
+        dk = dk + lax.dot_general(ds, q, TN_DIMS, preferred_element_type=jnp.float32)
+        plgpu.atomic_add(dq_ref, (rows, slice(None)), jnp.dot(ds, k, preferred_element_type=jnp.float32))
+        if m.has_head_mask:
+            dhm = dhm + jnp.sum(p_kept * dp_raw, axis=0)
+        return dk, dv, dhm
+
+    first, first_full = causal_q_blocks(k_start, bq, bk, q_ref.shape[0] // bq)
+    carry = (jnp.zeros((bk, kp), jnp.float32), jnp.zeros((bk, kp), jnp.float32), jnp.zeros((bk,), jnp.float32))
+    carry = lax.fori_loop(first, first_full, functools.partial(body, causal=True), carry)
+    dk, dv, dhm = lax.fori_loop(first_full, q_ref.shape[0] // bq, functools.partial(body, causal=False), carry)
+    dv_scale = m.keep_scale * hm if (m.has_dropout or m.has_head_mask) else 1.0
+    dk_ref[...] = (dk * m.scale).astype(dk_ref.dtype)
+    dv_ref[...] = (dv * dv_scale).astype(dv_ref.dtype)
+    dhm_ref[...] = dhm * m.keep_scale
+
+
+def _fused_backward(m: TileMath, blocks: GPUBlockSizes, q, k, v, bias, row_hash, head_mask, lse, delta, do, interpret):
+    batch, seq, heads, kp = q.shape
+    bq, bk = blocks.block_q_bwd, blocks.block_k_bwd
+    full_seq = pl.BlockSpec((None, seq, None, kp), lambda i, b, h: (b, 0, h, 0))
+    full_rows = pl.BlockSpec((None, None, seq), lambda i, b, h: (b, h, 0))
+    key_tile = pl.BlockSpec((None, bk, None, kp), lambda i, b, h: (b, i, h, 0))
+    dq, dk, dv, dhm_rows = pl.pallas_call(
+        functools.partial(_fused_bwd_kernel, m=m, bq=bq, bk=bk),
+        grid=(seq // bk, batch, heads),
+        in_specs=[
+            full_seq,
+            key_tile,
+            key_tile,
+            pl.BlockSpec((None, bk), lambda i, b, h: (b, i)),
+            full_seq,
+            full_rows,
+            full_rows,
+            full_rows,
+            pl.BlockSpec((1,), lambda i, b, h: (h,)),
+            full_seq,
+        ],
+        out_specs=[full_seq, key_tile, key_tile, pl.BlockSpec((None, None, bk), lambda i, b, h: (b, h, i))],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, jnp.float32),
+            jax.ShapeDtypeStruct(k.shape, k.dtype),
+            jax.ShapeDtypeStruct(v.shape, v.dtype),
+            jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32),
+        ],
+        input_output_aliases={9: 0},
+        compiler_params=plgpu.CompilerParams(num_warps=blocks.num_warps_bwd, num_stages=blocks.num_stages_bwd),
+        interpret=interpret,
+        name="gpt_flash_bwd_fused",
+    )(q, k, v, bias, do, lse, delta, row_hash, head_mask, jnp.zeros(q.shape, jnp.float32))
+    return (dq * m.scale).astype(q.dtype), dk, dv, dhm_rows
+
+
 def backward(
     m: TileMath, blocks: GPUBlockSizes, q, k, v, bias, row_hash, head_mask, lse, delta, do, *, interpret=False
 ):
-    """Gradients (dq, dk, dv [B, T, H, Kp], dhm_rows [B, H, T] float32) of the forward above."""
+    """Gradients (dq, dk, dv [B, T, H, Kp], dhm_rows [B, H, T] float32) of the forward above.
+
+    dhm_rows holds per-row (split) or per-key (fused) parts of d head_mask; their sum is the same.
+    """
+    if blocks.fused_bwd:
+        return _fused_backward(m, blocks, q, k, v, bias, row_hash, head_mask, lse, delta, do, interpret)
     batch, seq, heads, kp = q.shape
     params = plgpu.CompilerParams(num_warps=blocks.num_warps_bwd, num_stages=blocks.num_stages_bwd)
     full_seq = pl.BlockSpec((None, seq, None, kp), lambda i, b, h: (b, 0, h, 0))
