@@ -3,6 +3,7 @@
     python benchmarks/attention.py                 # T in {512, 2048, 8192}, bf16, 12 heads of 64
     python benchmarks/attention.py --check         # first: the kernels against XLA on this device
     python benchmarks/attention.py --sweep 2048    # first: try GPU block sizes at T=2048, bench the best
+    python benchmarks/attention.py --variants split fused   # time (and --check) named GPU block variants
 
 Each row times one jitted function after a warm-up call, median of `--repeats` runs of `--iters`
 calls, with `block_until_ready`. FLOPs count the causal half of the score and value matmuls:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -58,17 +60,39 @@ def make_fns(attn):
     return jax.jit(attn), jax.jit(fwd_bwd)
 
 
-def impls(dropout: float, blocks):
-    """name -> attn(q, k, v): the implementations to time (cuDNN only without dropout)."""
+# Named GPU kernel variants: overrides of default_block_sizes(K). "split" is the dK/dV + dQ backward,
+# the "fused" ones the single backward kernel with atomic dQ (flash_gpu.GPUBlockSizes.fused_bwd).
+FUSED = {"fused_bwd": True, "block_q_bwd": 64, "block_k_bwd": 64, "num_warps_bwd": 4, "num_stages_bwd": 2}
+VARIANTS = {
+    "split": {"fused_bwd": False},
+    "fused": FUSED,
+    "fused-k128": {**FUSED, "block_k_bwd": 128, "num_warps_bwd": 8},
+    "fused-q32k128": {**FUSED, "block_q_bwd": 32, "block_k_bwd": 128, "num_stages_bwd": 3},
+    "fused-fwd128": {**FUSED, "block_q": 128, "block_k": 64, "num_warps": 8, "num_stages": 3},
+}
+
+
+def variant_blocks(name: str, head_dim: int):
+    return dataclasses.replace(default_block_sizes(head_dim), **VARIANTS[name])
+
+
+def impls(dropout: float, blocks, variants=(), head_dim=64):
+    """name -> attn(q, k, v): the implementations to time (cuDNN only without dropout).
+
+    With `variants`, one "pallas-<name>" entry per variant replaces the single "pallas" entry.
+    """
     seed = jnp.uint32(0) if dropout else None
     kw = {"dropout_rate": dropout, "dropout_seed": seed}
-    out = {
-        "pallas": lambda q, k, v: flash_attention(q, k, v, gpu_blocks=blocks, **kw),
-        "xla": lambda q, k, v: xla_attention(q, k, v, **kw)[0],
-    }
+    named = {f"pallas-{n}": variant_blocks(n, head_dim) for n in variants} or {"pallas": blocks}
+    out = {name: functools.partial(_pallas, blocks=b, kw=kw) for name, b in named.items()}
+    out["xla"] = lambda q, k, v: xla_attention(q, k, v, **kw)[0]
     if not dropout:
         out["cudnn"] = lambda q, k, v: attention(q, k, v, impl="cudnn")[0]
     return out
+
+
+def _pallas(q, k, v, *, blocks, kw):
+    return flash_attention(q, k, v, gpu_blocks=blocks, **kw)
 
 
 def inputs(batch, seq, heads, head_dim, dtype, seed=0):
@@ -82,7 +106,8 @@ def bench(args, blocks):
         batch = max(1, args.tokens // seq)
         q, k, v, do = inputs(batch, seq, args.heads, args.head_dim, DTYPES[args.dtype])
         for dropout in args.dropout:
-            for name, attn in impls(dropout, blocks).items():
+            variants = args.dropout_variants if dropout and args.dropout_variants else args.variants
+            for name, attn in impls(dropout, blocks, variants, args.head_dim).items():
                 fwd, fwd_bwd = make_fns(attn)
                 row = {"T": seq, "B": batch, "impl": name, "dropout": dropout}
                 for key, fn, fn_args, with_bwd in (
@@ -111,15 +136,18 @@ def print_table(rows, device_name):
             f"| {r['fwd+bwd'] * 1e3:.3f} | {r['fwd+bwd TFLOP/s']:.1f} |"
         )
     print("\nSpeed of pallas relative to the others (their time / pallas time; > 1 means pallas is faster):\n")
-    print("| T | dropout | vs | fwd | fwd+bwd |")
-    print("|---|---|---|---|---|")
+    print("| T | dropout | pallas | vs | fwd | fwd+bwd |")
+    print("|---|---|---|---|---|---|")
     by_key = {(r["T"], r["dropout"], r["impl"]): r for r in rows}
-    for (seq, dropout, impl), r in by_key.items():
-        if impl == "pallas":
+    for (seq, dropout, impl), p in by_key.items():
+        if not impl.startswith("pallas"):
             continue
-        p = by_key.get((seq, dropout, "pallas"))
-        if p:
-            print(f"| {seq} | {dropout} | {impl} | {r['fwd'] / p['fwd']:.2f}x | {r['fwd+bwd'] / p['fwd+bwd']:.2f}x |")
+        for (seq2, dropout2, other), r in by_key.items():
+            if (seq2, dropout2) == (seq, dropout) and other != impl and other in ("xla", "cudnn", "pallas-split"):
+                print(
+                    f"| {seq} | {dropout} | {impl} | {other} | {r['fwd'] / p['fwd']:.2f}x "
+                    f"| {r['fwd+bwd'] / p['fwd+bwd']:.2f}x |"
+                )
 
 
 # -- block-size sweep (GPU) -----------------------------------------------------------------------
@@ -189,9 +217,10 @@ CHECK_CASES = [  # B, T, H, K, dropout: odd T, K 64 / 128 / 80 (padded to 128 on
 ]
 
 
-def check():
-    """The kernels (default blocks) against xla_attention at full float32 matmul precision."""
-    failures = 0
+def check(variants=(None,)):
+    """Failures per variant (None: the default blocks) of the kernels against xla_attention at full
+    float32 matmul precision; each case's reference is computed once for all variants."""
+    failures = dict.fromkeys(variants, 0)
     for dtype, tol in ((jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)):
         for batch, seq, heads, head_dim, rate in CHECK_CASES:
             q, k, v, do = inputs(batch, seq, heads, head_dim, dtype, seed=seq)
@@ -200,28 +229,38 @@ def check():
             hm = jnp.linspace(1.0, 0.0, heads)
             kw = {"attention_mask": mask, "head_mask": hm, "dropout_rate": rate, "dropout_seed": jnp.uint32(seq)}
 
-            def kernel(q, k, v, kw=kw):
-                return flash_attention(q, k, v, **kw)
-
             def reference(q, k, v, kw=kw):
                 return xla_attention(*(x.astype(jnp.float32) for x in (q, k, v)), **kw)[0]
 
-            lowered = jax.jit(kernel).lower(q, k, v).as_text()
-            assert "__gpu$xla.gpu.triton" in lowered or jax.default_backend() != "gpu", "no Triton call in the lowering"
             with jax.default_matmul_precision("highest"):
-                out, grads = jax.jit(with_grads(kernel))(q, k, v, do)
                 ref_out, ref_grads = jax.jit(with_grads(reference))(q, k, v, do)
-            for name, a, b in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref_out, *ref_grads)):
-                a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-                err = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-6)
-                ok = np.all(np.isfinite(a)) and err <= tol
-                failures += not ok
-                print(
-                    f"check {jnp.dtype(dtype).name} B={batch} T={seq} H={heads} K={head_dim} dropout={rate} {name}: "
-                    f"max err / max |ref| = {err:.2e} {'ok' if ok else 'FAIL'}",
-                    flush=True,
-                )
-    return failures + check_cudnn()
+            for variant in variants:
+                blocks = variant_blocks(variant, head_dim) if variant else None
+
+                def kernel(q, k, v, kw=kw, blocks=blocks):
+                    return flash_attention(q, k, v, gpu_blocks=blocks, **kw)
+
+                label = f"check {variant or 'default'} {jnp.dtype(dtype).name} B={batch} T={seq} H={heads} K={head_dim}"
+                try:
+                    lowered = jax.jit(kernel).lower(q, k, v).as_text()
+                    on_gpu = "__gpu$xla.gpu.triton" in lowered or jax.default_backend() != "gpu"
+                    assert on_gpu, "no Triton call in the lowering"
+                    with jax.default_matmul_precision("highest"):
+                        out, grads = jax.jit(with_grads(kernel))(q, k, v, do)
+                except Exception as e:  # noqa: BLE001 - e.g. a variant's tiles do not fit; the others still run
+                    print(f"{label}: failed: {type(e).__name__}: {str(e)[:300]} FAIL", flush=True)
+                    failures[variant] += 1
+                    continue
+                for name, a, b in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref_out, *ref_grads)):
+                    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+                    err = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-6)
+                    ok = np.all(np.isfinite(a)) and err <= tol
+                    failures[variant] += not ok
+                    print(
+                        f"{label} dropout={rate} {name}: max err / max |ref| = {err:.2e} {'ok' if ok else 'FAIL'}",
+                        flush=True,
+                    )
+    return failures
 
 
 def check_cudnn():
@@ -260,13 +299,27 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--check", action="store_true", help="first compare the kernels with XLA on this device")
     parser.add_argument("--sweep", type=int, default=None, metavar="T", help="first pick GPU block sizes at this T")
+    parser.add_argument("--check-only", action="store_true", help="stop after --check")
+    parser.add_argument(
+        "--variants", nargs="+", choices=sorted(VARIANTS), default=(), help="time these GPU block variants side by side"
+    )
+    parser.add_argument(
+        "--dropout-variants", nargs="+", choices=sorted(VARIANTS), default=(), help="the variants for dropout > 0 rows"
+    )
     args = parser.parse_args(argv)
 
     device = jax.devices()[0]
     print(f"jax {jax.__version__}, device: {device.device_kind} ({device.platform})", flush=True)
-    if args.check and check():
+    if args.check and args.variants:
+        # Every variant is checked and then timed; the log says which failed, so one bad variant
+        # does not cost the others' numbers in a single device run.
+        failed = [name for name, n in check(args.variants).items() if n]
+        print(f"correctness check: {'FAILED for ' + ', '.join(failed) if failed else 'all variants ok'}", flush=True)
+    elif args.check and sum(check().values()) + check_cudnn():
         print("correctness check FAILED", flush=True)
         return 1
+    if args.check_only:
+        return 0
     blocks = sweep(args, args.sweep) if args.sweep else None
     rows = bench(args, blocks)
     print_table(rows, device.device_kind)
