@@ -13,11 +13,18 @@ forward 2 * B*H*T^2*K (two matmuls of 2*B*H*T^2*K, halved), backward 2.5x that. 
 
 from __future__ import annotations
 
+import os
+import sys
+
+# benchmarks/tokenize.py shadows the standard library's `tokenize` (which `inspect` imports) for scripts run
+# from this folder: take the folder off the import path before anything else is imported.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
 import argparse
 import dataclasses
 import functools
 import statistics
-import sys
 import time
 
 import jax

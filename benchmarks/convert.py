@@ -13,13 +13,19 @@ to our Flax format (read + map + write + fsync), and `FlaxOpenAIGPTLMHeadModel.f
 
 from __future__ import annotations
 
+import os
+import sys
+
+# benchmarks/tokenize.py shadows the standard library's `tokenize` (which `inspect` imports) for scripts run
+# from this folder: take the folder off the import path before anything else is imported.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
