@@ -1,0 +1,58 @@
+"""`gpt-flax init-random DIR`: write a randomly initialised model directory, for smoke tests offline.
+
+    gpt-flax init-random ./gpt-demo --tokenizer tests/fixtures/openai-gpt-tokenizer --n-layer 2 --n-embd 64
+
+The directory has transformers' layout (config.json + model.safetensors, `--format flax` for ours)
+and, with --tokenizer, the tokenizer's files, so `gpt-flax generate --model DIR`, our
+`from_pretrained` and transformers' `from_pretrained` all load it without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HEADS = {"base": "FlaxOpenAIGPTModel", "lm": "FlaxOpenAIGPTLMHeadModel", "double": "FlaxOpenAIGPTDoubleHeadsModel",
+         "cls": "FlaxOpenAIGPTForSequenceClassification"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "init-random",
+        help="write a randomly initialised model directory (for smoke tests without the Hub)",
+        description="Write a model with transformers' initialisation to DIR, optionally with a tokenizer.",
+    )
+    p.add_argument("directory", metavar="DIR", help="where to write the model")
+    p.add_argument("--tokenizer", default=None,
+                   help="a tokenizer directory (vocab.json + merges.txt) to copy in; vocab_size follows it")
+    p.add_argument("--head", choices=sorted(HEADS), default="lm", help="which model (default lm)")
+    p.add_argument("--format", choices=("hf", "flax"), default="hf", help="checkpoint format (default hf)")
+    p.add_argument("--n-layer", type=int, default=2, help="layers (default 2)")
+    p.add_argument("--n-embd", type=int, default=64, help="model width (default 64)")
+    p.add_argument("--n-head", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--n-positions", type=int, default=512, help="maximum sequence length (default 512)")
+    p.add_argument("--vocab-size", type=int, default=40478, help="vocabulary size without --tokenizer (default 40478)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    return p
+
+
+def run(args) -> int:
+    import gpt_flax
+    from gpt_flax import OpenAIGPTConfig
+
+    tokenizer = None
+    vocab_size = args.vocab_size
+    if args.tokenizer is not None:
+        tokenizer = gpt_flax.OpenAIGPTTokenizer.from_pretrained(args.tokenizer)
+        vocab_size = len(tokenizer)
+    config = OpenAIGPTConfig(
+        vocab_size=vocab_size, n_positions=args.n_positions, n_embd=args.n_embd, n_layer=args.n_layer,
+        n_head=args.n_head,
+    )
+    model = getattr(gpt_flax, HEADS[args.head])(config, seed=args.seed)
+    written = model.save_pretrained(args.directory, format=args.format)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(args.directory)
+    size = sum(written.values()) if isinstance(written, dict) else 0
+    print(f"wrote a random {HEADS[args.head]} ({args.n_layer} x {args.n_embd}, vocab {vocab_size}) to "
+          f"{args.directory} ({size / 2**20:.1f} MiB)")
+    return 0

@@ -1,0 +1,55 @@
+"""`gpt-flax init-random` and the command line's error handling (in-process, no subprocess)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from gpt_flax import FlaxOpenAIGPTDoubleHeadsModel, FlaxOpenAIGPTLMHeadModel, OpenAIGPTTokenizer
+from gpt_flax.cli import main
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+
+
+def test_init_random_writes_a_model_transformers_and_we_load(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["init-random", str(out), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
+    assert main(args) == 0
+    assert "wrote a random FlaxOpenAIGPTLMHeadModel" in capsys.readouterr().out
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(out)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(out).eval()
+    ids = OpenAIGPTTokenizer.from_pretrained(out)("hello world, this is a test", return_tensors="np")["input_ids"]
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours(ids).logits), expected, atol=1e-5)
+    assert main(["generate", "hello world", "--model", str(out), "--max-new-tokens", "3", "--compile-cache", ""]) == 0
+    assert capsys.readouterr().out.startswith("hello world")
+
+
+def test_init_random_other_head_and_flax_format(tmp_path):
+    out = tmp_path / "double"
+    assert main(["init-random", str(out), "--head", "double", "--format", "flax", "--vocab-size", "50",
+                 "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--n-positions", "8"]) == 0
+    model = FlaxOpenAIGPTDoubleHeadsModel.from_pretrained(out)
+    assert model.config.vocab_size == 50 and model.params["multiple_choice_head"]["summary"]["kernel"].shape == (16, 1)
+
+
+def test_user_errors_are_one_line_and_non_zero(tmp_path, capsys):
+    assert main(["init-random", str(tmp_path / "x"), "--n-embd", "30", "--n-head", "4"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpt-flax init-random: error:") and "divisible" in err and "\n" not in err
+    assert main(["generate", "hi", "--model", str(tmp_path / "missing"), "--compile-cache", ""]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("convert", "generate", "init-random"):
+        assert name in text
