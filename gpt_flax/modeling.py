@@ -24,10 +24,10 @@ import numpy as np
 from gpt_flax.config import OpenAIGPTConfig
 from gpt_flax.generation import GenerationMixin
 from gpt_flax.heads import FORWARDS, init_params
+from gpt_flax.validation import as_array, validate_inputs
 
 logger = logging.getLogger("gpt_flax")
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds")
 
 
 class OpenAIGPTModule(nn.Module):
@@ -85,137 +85,6 @@ class OpenAIGPTModule(nn.Module):
         }
         out = FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
         return out if return_dict else out.to_tuple()
-
-
-# -- host-side input checks -------------------------------------------------------------------
-def _is_concrete(x) -> bool:
-    return x is not None and not isinstance(x, jax.core.Tracer)
-
-
-def _as_array(name: str, x):
-    if x is None or isinstance(x, (jax.Array, np.ndarray)):
-        return x
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array (numpy, JAX or a nested list), got {type(x).__name__}") from None
-
-
-def _check_range(name: str, x, low: int, high: int, allowed=()) -> None:
-    """Values of a concrete integer array must lie in [low, high) (or be one of `allowed`)."""
-    if not _is_concrete(x):
-        return
-    values = np.asarray(x)
-    bad = (values < low) | (values >= high)
-    for a in allowed:
-        bad &= values != a
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} holds {values[index]} at index {index}, outside [{low}, {high})"
-            + (f" (and not one of {list(allowed)})" if allowed else "")
-        )
-
-
-def _check_int(name: str, x) -> None:
-    if x is not None and not jnp.issubdtype(x.dtype, jnp.integer):
-        raise ValueError(f"{name} must hold integers, got dtype {x.dtype}")
-
-
-def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
-    """Every check that can run before any work is done; value checks only on concrete arrays."""
-    ids, embeds = a["input_ids"], a["inputs_embeds"]
-    if (ids is None) == (embeds is None):
-        raise ValueError(
-            "pass exactly one of input_ids and inputs_embeds"
-            + (" (both were given)" if ids is not None else " (neither was given)")
-        )
-    rank = 3 if head == "double" else 2
-    dims = "[batch, choices, seq_len]" if head == "double" else "[batch, seq_len]"
-    if ids is not None:
-        if ids.ndim != rank:
-            raise ValueError(f"input_ids must be {dims}, got shape {tuple(ids.shape)}")
-        _check_int("input_ids", ids)
-        _check_range("input_ids", ids, 0, config.vocab_size)
-        shape = tuple(ids.shape)
-    else:
-        if embeds.ndim != rank + 1 or embeds.shape[-1] != config.n_embd:
-            raise ValueError(
-                f"inputs_embeds must be {dims[:-1]}, n_embd={config.n_embd}], got shape {tuple(embeds.shape)}"
-            )
-        shape = tuple(embeds.shape[:-1])
-    seq_len = shape[-1]
-    if seq_len > config.n_positions:
-        raise ValueError(
-            f"sequence length {seq_len} exceeds n_positions={config.n_positions} (GPT's positions are absolute)"
-        )
-    if seq_len < 1:
-        raise ValueError("sequences must hold at least one token")
-    for name in ("attention_mask", "token_type_ids"):
-        x = a[name]
-        if x is not None and tuple(x.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(x.shape)} but the inputs have shape {shape}")
-    if a["token_type_ids"] is not None:
-        _check_int("token_type_ids", a["token_type_ids"])
-        _check_range("token_type_ids", a["token_type_ids"], 0, config.vocab_size)
-    pos = a["position_ids"]
-    if pos is not None:
-        _check_int("position_ids", pos)
-        if pos.ndim not in (1, 2, rank) or pos.shape[-1] != seq_len:
-            raise ValueError(f"position_ids has shape {tuple(pos.shape)}; expected [..., {seq_len}] matching {shape}")
-        _check_range("position_ids", pos, 0, config.n_positions)
-    hm = a["head_mask"]
-    if hm is not None and tuple(hm.shape) not in ((config.n_head,), (config.n_layer, config.n_head)):
-        raise ValueError(
-            f"head_mask must be [n_head={config.n_head}] or [n_layer={config.n_layer}, n_head={config.n_head}], "
-            f"got shape {tuple(hm.shape)}"
-        )
-    labels = a.get("labels")
-    if labels is not None and head in ("lm", "double"):
-        if tuple(labels.shape) != shape:
-            raise ValueError(f"labels has shape {tuple(labels.shape)} but the inputs have shape {shape}")
-        _check_int("labels", labels)
-        _check_range("labels", labels, 0, config.vocab_size, allowed=(-100,))
-    if head == "double":
-        _validate_double(config, shape, a)
-    if head == "cls":
-        _validate_cls(config, shape, a)
-
-
-def _validate_double(config, shape, a) -> None:
-    mc_ids, mc_labels = a.get("mc_token_ids"), a.get("mc_labels")
-    if mc_ids is not None:
-        if tuple(mc_ids.shape) != shape[:2]:
-            raise ValueError(f"mc_token_ids must be [batch, choices] = {shape[:2]}, got shape {tuple(mc_ids.shape)}")
-        _check_int("mc_token_ids", mc_ids)
-        _check_range("mc_token_ids", mc_ids, 0, shape[-1])
-    if mc_labels is not None:
-        if tuple(mc_labels.shape) != shape[:1]:
-            raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
-        _check_int("mc_labels", mc_labels)
-        # mc_logits run over choices for cls_index; transformers' other summaries leave [B, T] (see heads).
-        n_classes = shape[1] if config.summary_type == "cls_index" else shape[2]
-        _check_range("mc_labels", mc_labels, 0, n_classes, allowed=(-100,))
-
-
-def _validate_cls(config, shape, a) -> None:
-    if config.pad_token_id is None and shape[0] != 1:
-        raise ValueError(
-            f"batch size is {shape[0]} but config.pad_token_id is None: sequence classification needs a "
-            "pad_token_id to find each row's last token (or use batch size 1)"
-        )
-    labels = a.get("labels")
-    if labels is None:
-        return
-    if jnp.issubdtype(labels.dtype, jnp.integer) and config.num_labels > 1 and config.problem_type in (
-        None,
-        "single_label_classification",
-    ):
-        if tuple(labels.shape) != shape[:1]:
-            raise ValueError(f"labels must be [batch] = {shape[:1]}, got shape {tuple(labels.shape)}")
-        _check_range("labels", labels, 0, config.num_labels, allowed=(-100,))
-    elif labels.shape[0] != shape[0]:
-        raise ValueError(f"labels has batch size {labels.shape[0]} but the inputs have {shape[0]}")
 
 
 @partial(jax.jit, static_argnames=("module", "train", "output_attentions", "output_hidden_states", "return_dict"))
@@ -300,8 +169,14 @@ class FlaxOpenAIGPTPreTrainedModel:
     def enable_gradient_checkpointing(self) -> None:
         self.module = self.module.clone(gradient_checkpointing=True)
 
-    def _run(self, arguments: dict, *, params, train, dropout_rng, output_attentions, output_hidden_states, return_dict):
-        arguments = {k: _as_array(k, v) for k, v in arguments.items()}
+    def _run(self, call_locals: dict):
+        """The shared body of every `__call__`: `call_locals` is that call's `locals()`."""
+        a = {k: v for k, v in call_locals.items() if k not in ("self", "__class__")}
+        params, train, dropout_rng = a.pop("params"), a.pop("train"), a.pop("dropout_rng")
+        output_attentions, output_hidden_states, return_dict = (
+            a.pop(k) for k in ("output_attentions", "output_hidden_states", "return_dict")
+        )
+        arguments = {k: as_array(k, v) for k, v in a.items()}
         validate_inputs(self.config, self.head, arguments)
         if train and dropout_rng is None:
             raise ValueError("train=True needs dropout_rng (a jax.random key) for dropout")
@@ -333,16 +208,7 @@ class FlaxOpenAIGPTPreTrainedModel:
         train: bool = False,
         dropout_rng=None,
     ):
-        args = dict(locals())
-        return self._run(
-            {k: args[k] for k in INPUT_NAMES},
-            params=params,
-            train=train,
-            dropout_rng=dropout_rng,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-        )
+        return self._run(locals())
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -472,16 +338,7 @@ class FlaxOpenAIGPTLMHeadModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
         train: bool = False,
         dropout_rng=None,
     ):
-        args = dict(locals())
-        return self._run(
-            {k: args[k] for k in INPUT_NAMES + ("labels",)},
-            params=params,
-            train=train,
-            dropout_rng=dropout_rng,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-        )
+        return self._run(locals())
 
 
 class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
@@ -513,16 +370,7 @@ class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedMode
         train: bool = False,
         dropout_rng=None,
     ):
-        args = dict(locals())
-        return self._run(
-            {k: args[k] for k in INPUT_NAMES + ("labels", "mc_token_ids", "mc_labels")},
-            params=params,
-            train=train,
-            dropout_rng=dropout_rng,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-        )
+        return self._run(locals())
 
 
 class FlaxOpenAIGPTForSequenceClassification(FlaxOpenAIGPTPreTrainedModel):
@@ -546,13 +394,4 @@ class FlaxOpenAIGPTForSequenceClassification(FlaxOpenAIGPTPreTrainedModel):
         train: bool = False,
         dropout_rng=None,
     ):
-        args = dict(locals())
-        return self._run(
-            {k: args[k] for k in INPUT_NAMES + ("labels",)},
-            params=params,
-            train=train,
-            dropout_rng=dropout_rng,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-        )
+        return self._run(locals())
