@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -56,16 +57,22 @@ FIRST_PHASE_WIDTH = 128
 class KVCache(NamedTuple):
     """Keys and values of every cache slot, one array per layer; state that goes in and out.
 
-    Measured on the CPU (batch 8, 320 slots, 12 layers of one-query attention): per-layer
-    head-major [B, H, S, K] arrays read at memory bandwidth (9 ms); one stacked [L, ...] array
-    sliced per layer took 110 ms (XLA:CPU copies the slice and runs a slow batched dot on it), and
-    the [B, S, H, K] order or a static slice of the slot axis were 2-15x slower too.
+    Keys are stored transposed, [B, H, K, S], so q @ k^T reads them in the order the matmul wants;
+    values [B, H, S, K]. Measured on this CPU (12 layers of one-query attention over 320 slots):
+    with keys as [B, H, S, K] XLA copied them transposed every step (5x slower at batch 1); one
+    stacked [L, ...] array sliced per layer took 110 ms at batch 8 against 9 ms for per-layer
+    arrays (XLA:CPU copies the slice, then runs a slow batched dot on it); [B, S, H, K] and a
+    static slice of the slot axis were 2-15x slower too.
     """
 
-    key: tuple  # L arrays [B, H, S, K]
+    key: tuple  # L arrays [B, H, K, S]
     value: tuple  # L arrays [B, H, S, K]
     length: jax.Array  # int32 []: slots filled so far (the next token goes in slot `length`)
     start: jax.Array  # int32 [B]: row b's first real slot (slots before it are left padding)
+
+    @property
+    def size(self) -> int:
+        return self.value[0].shape[2]
 
 
 class Sampler(NamedTuple):
@@ -109,15 +116,19 @@ def split_layers(h_params, n_layer: int) -> tuple:
 
 def init_cache(config: OpenAIGPTConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
     """An empty cache of `size` slots per row."""
-    shape = (batch, config.n_head, size, config.head_dim)
-    empty = tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))
-    return KVCache(empty, empty, jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32))
+    B, H, K, L = batch, config.n_head, config.head_dim, config.n_layer
+    keys = tuple(jnp.zeros((B, H, K, size), dtype) for _ in range(L))
+    values = tuple(jnp.zeros((B, H, size, K), dtype) for _ in range(L))
+    return KVCache(keys, values, jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32))
 
 
 def grow_cache(cache: KVCache, size: int) -> KVCache:
     """The same cache in arrays of `size` slots (a copy of what it holds; the new slots are empty)."""
-    pad = ((0, 0), (0, 0), (0, size - cache.key[0].shape[2]), (0, 0))
-    return cache._replace(key=tuple(jnp.pad(k, pad) for k in cache.key), value=tuple(jnp.pad(v, pad) for v in cache.value))
+    extra = size - cache.size
+    key_pad, value_pad = ((0, 0), (0, 0), (0, 0), (0, extra)), ((0, 0), (0, 0), (0, extra), (0, 0))
+    return cache._replace(
+        key=tuple(jnp.pad(k, key_pad) for k in cache.key), value=tuple(jnp.pad(v, value_pad) for v in cache.value)
+    )
 
 
 def prefill(params, config: OpenAIGPTConfig, input_ids, start, cache_size: int, dtype=jnp.float32):
@@ -135,14 +146,30 @@ def prefill(params, config: OpenAIGPTConfig, input_ids, start, cache_size: int, 
 
     def attend(q, k, v):
         out, _ = attn_lib.attention(q, k, v, impl=config.attention_impl, attention_mask=key_mask)
-        return out, (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))  # [B, H, T, K]
+        return out, (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))  # [B, H, K, T], [B, H, T, K]
 
     def layer(x, p):
         return _block(p, x, config, attend)
 
-    h, (keys, values) = jax.lax.scan(layer, x, params["h"])  # keys [L, B, H, T, K]
+    h, (keys, values) = jax.lax.scan(layer, x, params["h"])  # keys [L, B, H, K, T]
     cache = KVCache(tuple(keys), tuple(values), jnp.asarray(T, jnp.int32), start)
     return lm_logits(params, h[:, -1]), grow_cache(cache, cache_size)
+
+
+def cached_attention(q, k_t, v, slot, key_mask):
+    """One new query per row over the cache: `attention.xla_attention` with q_offset = slot.
+
+    q [B, 1, H, K], k_t [B, H, K, S], v [B, H, S, K], key_mask [B, S] -> [B, 1, H, K]. The same
+    math (transformers `Attention._attn`): scores / sqrt(K), the slots after `slot` (not written
+    yet) get the causal -1e4, left padding gets + finfo.min, softmax in float32. Written out here
+    because the cache's layouts are what keep XLA from copying it every step (see KVCache).
+    """
+    scores = jnp.einsum("bhk,bhks->bhs", q[:, 0], k_t).astype(jnp.float32) / math.sqrt(q.shape[-1])  # [B, H, S]
+    visible = jnp.arange(k_t.shape[-1]) <= slot  # [S]: the causal mask for a query at `slot`
+    scores = jnp.where(visible, scores, attn_lib.CAUSAL_MASK_VALUE)
+    scores = scores + (1.0 - key_mask.astype(jnp.float32))[:, None, :] * jnp.finfo(jnp.float32).min
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhs,bhsk->bhk", probs, v)[:, None]
 
 
 def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, layers=None, dtype=jnp.float32):
@@ -154,28 +181,18 @@ def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, laye
     """
     if layers is None:
         layers = split_layers(params["h"], config.n_layer)
-    size = cache.key[0].shape[2]
     slot = cache.length
     x = embed(params, config, tokens[:, None], None, None, (slot - cache.start)[:, None], dtype)  # [B, 1, D]
-    key_mask = jnp.arange(size)[None, :] >= cache.start[:, None]  # [B, S]: left padding is masked
+    key_mask = jnp.arange(cache.size)[None, :] >= cache.start[:, None]  # [B, S]: left padding is masked
     keys, values = list(cache.key), list(cache.value)
 
     for i, p in enumerate(layers):
 
         def attend(q, k, v, i=i):
             # Write this token's key/value in place (the loop carries the buffers), then attend.
-            ks = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 1, 3).astype(keys[i].dtype), (0, 0, slot, 0))
-            vs = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0))
-            # q_offset = slot: the causal mask hides the slots after this one (not written yet).
-            out, _ = attn_lib.attention(
-                q,
-                ks.transpose(0, 2, 1, 3),  # [B, S, H, K] view; XLA folds the transpose into the dot
-                vs.transpose(0, 2, 1, 3),
-                impl=config.attention_impl,
-                q_offset=slot,
-                attention_mask=key_mask,
-            )
-            return out, (ks, vs)
+            k_t = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 3, 1).astype(keys[i].dtype), (0, 0, 0, slot))
+            v_c = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0))
+            return cached_attention(q, k_t, v_c, slot, key_mask), (k_t, v_c)
 
         x, (keys[i], values[i]) = _block(p, x, config, attend)
     logits = lm_logits(params, x[:, 0])
@@ -302,8 +319,7 @@ def _generate_loop(
     state = _State(jnp.zeros((), jnp.int32), first, cache, tokens, done)
 
     def cond(s: _State):
-        size = s.cache.key[0].shape[2]
-        return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < size)
+        return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < s.cache.size)
 
     def body(s: _State) -> _State:
         logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, dtype=dtype)
