@@ -14,8 +14,8 @@ Prompts of different lengths share a batch by left padding: row b's real tokens 
 slots start[b]..; its positions count from its first real token (GPT's positions are absolute), and
 padded slots are masked as keys, so every row generates exactly what it would alone.
 
-Axes: B batch, T prompt slots, S cache slots, D width, H heads,
-K head dim, V vocab, L layers, N new tokens, E eos ids.
+Axes: B batch, T prompt slots, S cache slots, D width, H heads, K head dim, V vocab, L layers,
+N new tokens, E eos ids.
 """
 
 from __future__ import annotations
@@ -114,14 +114,6 @@ def split_layers(h_params, n_layer: int) -> tuple:
     return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], h_params) for i in range(n_layer))
 
 
-def init_cache(config: OpenAIGPTConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
-    """An empty cache of `size` slots per row."""
-    B, H, K, L = batch, config.n_head, config.head_dim, config.n_layer
-    keys = tuple(jnp.zeros((B, H, K, size), dtype) for _ in range(L))
-    values = tuple(jnp.zeros((B, H, size, K), dtype) for _ in range(L))
-    return KVCache(keys, values, jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32))
-
-
 def grow_cache(cache: KVCache, size: int) -> KVCache:
     """The same cache in arrays of `size` slots (a copy of what it holds; the new slots are empty)."""
     extra = size - cache.size
@@ -177,7 +169,8 @@ def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, laye
 
     Attends over all S slots of the cache arrays (the slots not written yet are masked); the loop
     keeps those arrays only as large as the phase needs. `layers`: `split_layers(params["h"])`,
-    to split once outside a loop.
+    to split once outside a loop. Stepping from Python, jit it with the cache donated
+    (`donate_argnums`) so the cache is updated in place, as the compiled loop does.
     """
     if layers is None:
         layers = split_layers(params["h"], config.n_layer)
