@@ -66,8 +66,9 @@ def _check_local(path: str, what: str) -> None:
 class TextStreamer:
     """Prints a sequence's text as its tokens arrive: decodes all tokens so far, prints what is new."""
 
-    def __init__(self, tokenizer, prompt_ids, out=sys.stdout):
-        self.tokenizer, self.prompt_ids, self.out = tokenizer, list(prompt_ids), out
+    def __init__(self, tokenizer, prompt_ids, out=None):
+        # sys.stdout is looked up now, not when the module was imported (it may have been replaced since).
+        self.tokenizer, self.prompt_ids, self.out = tokenizer, list(prompt_ids), out or sys.stdout
         self.tokens: list = []
         self.printed = 0
 
