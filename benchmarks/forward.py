@@ -20,6 +20,7 @@ sys.path[:] = [os.path.dirname(HERE)] + [p for p in sys.path if os.path.abspath(
 import argparse
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def main():
         ids = rs.randint(0, config.vocab_size, (batch, seq)).astype(np.int32)
         optimizer = optax.adamw(6.25e-5, weight_decay=0.01)
 
-        @jax.jit
+        # Donated params and optimizer state are updated in place, as a training loop would run it.
+        @partial(jax.jit, donate_argnums=(0, 1))
         def train_step(params, opt_state, ids, key):
             def loss_fn(p):
                 return ours.module.apply(
@@ -117,7 +119,8 @@ def main():
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        state = {"params": ours.params, "opt": optimizer.init(ours.params), "key": jax.random.key(0)}
+        params = jax.tree_util.tree_map(jnp.copy, ours.params)  # the model keeps its own copy
+        state = {"params": params, "opt": optimizer.init(params), "key": jax.random.key(0)}
         jids = jnp.asarray(ids)
 
         def ours_step():

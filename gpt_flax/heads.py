@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from gpt_flax.config import OpenAIGPTConfig
-from gpt_flax.layers import ACT_FNS, dense, dropout, init_dense, normal
+from gpt_flax.layers import ACT_FNS, dense, dropout, dropout_seeds, init_dense, normal
 from gpt_flax.model import init_transformer_params, transformer
 from gpt_flax.outputs import (
     FlaxBaseModelOutput,
@@ -108,7 +108,8 @@ def classification_loss(config: OpenAIGPTConfig, pooled_logits, labels):
 def lm_logits(transformer_params, hidden):
     """Tied LM head: [..., D] @ tokens_embed^T -> [..., V] (no bias)."""
     table = transformer_params["tokens_embed"]["embedding"].astype(hidden.dtype)
-    return jnp.einsum("...d,vd->...v", hidden, table)
+    flat = hidden.reshape(-1, hidden.shape[-1])  # one contracting axis: see layers.dense
+    return jnp.einsum("nd,vd->nv", flat, table).reshape(hidden.shape[:-1] + table.shape[:1])
 
 
 def sequence_summary(p, config: OpenAIGPTConfig, hidden, cls_index=None, rng=None):
@@ -126,13 +127,13 @@ def sequence_summary(p, config: OpenAIGPTConfig, hidden, cls_index=None, rng=Non
         if cls_index is None:
             cls_index = jnp.full(hidden.shape[:-2], hidden.shape[-2] - 1, jnp.int32)
         out = jnp.take_along_axis(hidden, cls_index[..., None, None], axis=-2)[..., 0, :]
-    first_rng, last_rng = jax.random.split(rng) if rng is not None else (None, None)
-    out = dropout(first_rng, out, config.summary_first_dropout)
+    first_seed, last_seed = dropout_seeds(rng, (2,)) if rng is not None else (None, None)
+    out = dropout(first_seed, out, config.summary_first_dropout)
     if config.summary_use_proj:
         out = dense(p["summary"], out)
     if config.summary_activation:
         out = SUMMARY_ACTIVATIONS[config.summary_activation](out)
-    return dropout(last_rng, out, config.summary_last_dropout)
+    return dropout(last_seed, out, config.summary_last_dropout)
 
 
 def last_non_pad_index(config: OpenAIGPTConfig, input_ids, seq_len: int):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from gpt_flax import attention as attn_lib
 from gpt_flax.config import OpenAIGPTConfig
-from gpt_flax.layers import ACT_FNS, dense, dropout, init_dense, init_layer_norm, layer_norm, normal
+from gpt_flax.layers import ACT_FNS, dense, dropout, dropout_seeds, init_dense, init_layer_norm, layer_norm, normal
 
 
 class TransformerOutput(NamedTuple):
@@ -64,7 +64,9 @@ def embed(params, config: OpenAIGPTConfig, input_ids, inputs_embeds, token_type_
 
 
 class LayerRngs(NamedTuple):
-    attn_seed: jax.Array  # uint32 scalar for the attention-dropout hash
+    """A layer's dropout seeds (uint32 scalars): attention probabilities, attention output, MLP output."""
+
+    attn_seed: jax.Array
     attn_resid: jax.Array
     mlp_resid: jax.Array
 
@@ -106,9 +108,8 @@ def block(
 
 
 def _layer_rngs(rng, n_layer: int) -> LayerRngs:
-    keys = jax.random.split(rng, (n_layer, 3))  # [L, 3] keys
-    seeds = jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(keys[:, 0])
-    return LayerRngs(seeds, keys[:, 1], keys[:, 2])
+    seeds = dropout_seeds(rng, (n_layer, 3))  # [L, 3]
+    return LayerRngs(seeds[:, 0], seeds[:, 1], seeds[:, 2])
 
 
 def head_mask_per_layer(head_mask, config: OpenAIGPTConfig):
@@ -146,7 +147,7 @@ def transformer(
     layer_rngs = None
     if rng is not None:
         embd_rng, layers_rng = jax.random.split(rng)
-        h = dropout(embd_rng, h, config.embd_pdrop)
+        h = dropout(dropout_seeds(embd_rng), h, config.embd_pdrop)
         layer_rngs = _layer_rngs(layers_rng, config.n_layer)
     head_mask = head_mask_per_layer(head_mask, config)
 
