@@ -317,10 +317,8 @@ class FlaxOpenAIGPTModel(FlaxOpenAIGPTPreTrainedModel):
     head = "base"
 
 
-class FlaxOpenAIGPTLMHeadModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
-    """Transformer + LM head tied to the token embedding: logits [B, T, V], shifted LM loss."""
-
-    head = "lm"
+class _LabelledModel(FlaxOpenAIGPTPreTrainedModel):
+    """A model whose forward takes `labels` after the inputs (the LM-head and classification models)."""
 
     def __call__(
         self,
@@ -339,6 +337,12 @@ class FlaxOpenAIGPTLMHeadModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
         dropout_rng=None,
     ):
         return self._run(locals())
+
+
+class FlaxOpenAIGPTLMHeadModel(GenerationMixin, _LabelledModel):
+    """Transformer + LM head tied to the token embedding: logits [B, T, V], shifted LM loss."""
+
+    head = "lm"
 
 
 class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedModel):
@@ -373,25 +377,7 @@ class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedMode
         return self._run(locals())
 
 
-class FlaxOpenAIGPTForSequenceClassification(FlaxOpenAIGPTPreTrainedModel):
+class FlaxOpenAIGPTForSequenceClassification(_LabelledModel):
     """Transformer + `score` (no bias), pooled at each row's last non-pad token: logits [B, N]."""
 
     head = "cls"
-
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        labels=None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool | None = True,
-        params: dict | None = None,
-        train: bool = False,
-        dropout_rng=None,
-    ):
-        return self._run(locals())
