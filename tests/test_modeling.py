@@ -453,3 +453,39 @@ def test_init_matches_transformers_statistics():
     assert float(jnp.abs(h["mlp"]["c_fc"]["bias"]).max()) == 0.0
     assert float(jnp.abs(h["ln_1"]["scale"] - 1).max()) == 0.0
     assert float(jnp.abs(params["multiple_choice_head"]["summary"]["bias"]).max()) == 0.0
+
+
+# -- resize_token_embeddings -------------------------------------------------------------------
+@pytest.mark.parametrize("head", ["base", "lm", "double", "cls"])
+def test_resize_token_embeddings_keeps_old_ids(head):
+    config = small_config(pad_token_id=0 if head == "cls" else None)
+    model = CLASSES[head](config, seed=2)
+    inputs = make_inputs(head, model.config)
+    before = model(**inputs)
+    old = np.asarray((model.params if head == "base" else model.params["transformer"])["tokens_embed"]["embedding"])
+    model.resize_token_embeddings(41)
+    after = model(**inputs)
+    table = np.asarray((model.params if head == "base" else model.params["transformer"])["tokens_embed"]["embedding"])
+    assert model.config.vocab_size == 41 and table.shape == (41, 24)
+    np.testing.assert_array_equal(table[:37], old)
+    # transformers 4.56's mean resizing: new rows ~ N(mean, 1e-9 * covariance) of the old rows
+    np.testing.assert_allclose(table[37:], np.broadcast_to(old.mean(0), (4, 24)), atol=1e-3)
+    assert np.abs(table[37:] - old.mean(0)).max() > 0  # sampled: 37 random rows give a positive-definite covariance
+    name = {"base": "last_hidden_state", "cls": "logits"}.get(head)
+    if name:
+        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(before, name)))
+    else:  # the tied LM head grows a column per new token; the old columns are unchanged
+        assert after.logits.shape[-1] == 41
+        np.testing.assert_array_equal(np.asarray(after.logits)[..., :37], np.asarray(before.logits))
+        new_ids = np.full_like(inputs["input_ids"], 40)
+        assert np.isfinite(np.asarray(model(new_ids).logits)).all()
+
+
+def test_resize_token_embeddings_shrinks_and_rejects_bad_sizes():
+    model = FlaxOpenAIGPTLMHeadModel(small_config())
+    model.resize_token_embeddings(30, mean_resizing=False)
+    assert model.params["transformer"]["tokens_embed"]["embedding"].shape == (30, 24)
+    with pytest.raises(ValueError, match="input_ids holds 31"):
+        model(np.array([[1, 31]], np.int32))
+    with pytest.raises(ValueError, match="new_num_tokens"):
+        model.resize_token_embeddings(0)
