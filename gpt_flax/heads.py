@@ -78,9 +78,12 @@ def cross_entropy(logits, labels):
 
 
 def causal_lm_loss(logits, labels):
-    """Next-token loss: logits[..., :-1, :] against labels[..., 1:]."""
-    V = logits.shape[-1]
-    return cross_entropy(logits[..., :-1, :].reshape(-1, V), labels[..., 1:].reshape(-1))
+    """Next-token loss: position t predicts labels[t + 1]. The labels are shifted (padded with -100
+    at the end, as transformers' ForCausalLMLoss does) rather than the logits sliced, which would
+    copy the [B, T - 1, V] logits forward and backward."""
+    pad = jnp.full(labels.shape[:-1] + (1,), IGNORE_INDEX, labels.dtype)
+    shifted = jnp.concatenate([labels[..., 1:], pad], axis=-1)
+    return cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
 
 
 def classification_loss(config: OpenAIGPTConfig, pooled_logits, labels):
