@@ -11,7 +11,12 @@ import transformers
 
 from gpt_flax import OpenAIGPTConfig
 
-HF_FIELDS = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "afn", "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range", "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "num_labels", "id2label", "pad_token_id", "problem_type"]
+HF_FIELDS = [
+    "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "afn", "resid_pdrop", "embd_pdrop",
+    "attn_pdrop", "layer_norm_epsilon", "initializer_range", "summary_type", "summary_use_proj",
+    "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "num_labels", "id2label",
+    "pad_token_id", "problem_type",
+]
 
 
 def test_defaults_match_transformers():
