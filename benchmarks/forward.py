@@ -107,7 +107,7 @@ def main():
 
         def hf_forward(tids=tids):
             with torch.inference_mode():
-                theirs(tids).logits
+                return theirs(tids).logits
 
         ours_s, hf_s = paired_medians(lambda ids=ids: ours(ids).logits.block_until_ready(), hf_forward, args.repeats)
         flops = forward_flops(config, batch, seq)

@@ -20,7 +20,6 @@ from gpt_flax import attention as attn_lib
 from gpt_flax.config import OpenAIGPTConfig
 from gpt_flax.layers import ACT_FNS, dense, dropout, dropout_seeds, init_dense, init_layer_norm, layer_norm, normal
 
-
 # What the backward pass keeps of each block's matmul and elementwise work (see `transformer`).
 SAVE_POLICY = jax.checkpoint_policies.dots_saveable
 
@@ -61,7 +60,9 @@ def embed(params, config: OpenAIGPTConfig, input_ids, inputs_embeds, token_type_
     seq_len = inputs_embeds.shape[1]
     if position_ids is None:
         position_ids = jnp.arange(seq_len)[None, :]
-    h = inputs_embeds.astype(dtype) + jnp.take(params["positions_embed"]["embedding"], position_ids, axis=0).astype(dtype)
+    h = inputs_embeds.astype(dtype) + jnp.take(params["positions_embed"]["embedding"], position_ids, axis=0).astype(
+        dtype
+    )
     if token_type_ids is not None:
         h = h + jnp.take(table, token_type_ids, axis=0).astype(dtype)
     return h
