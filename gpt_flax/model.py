@@ -60,9 +60,8 @@ def embed(params, config: OpenAIGPTConfig, input_ids, inputs_embeds, token_type_
     seq_len = inputs_embeds.shape[1]
     if position_ids is None:
         position_ids = jnp.arange(seq_len)[None, :]
-    h = inputs_embeds.astype(dtype) + jnp.take(params["positions_embed"]["embedding"], position_ids, axis=0).astype(
-        dtype
-    )
+    positions = jnp.take(params["positions_embed"]["embedding"], position_ids, axis=0)
+    h = inputs_embeds.astype(dtype) + positions.astype(dtype)
     if token_type_ids is not None:
         h = h + jnp.take(table, token_type_ids, axis=0).astype(dtype)
     return h
@@ -90,15 +89,13 @@ def block(
     """One post-LN block (transformers `Block.forward`). x [B, T, D] -> ([B, T, D], probs or None).
 
     `save_policy` (a `jax.checkpoint_policies` policy) decides what the backward pass keeps of the
-    work around the attention call; the attention function keeps its own residuals either way, so a
+    work after the attention call; the attention function keeps its own residuals either way, so a
     kernel's custom backward is never re-run forward.
     """
     B, T, D = x.shape
     H, K = config.n_head, config.head_dim
-
-    def project_qkv(p, x):
-        qkv = dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
-        return tuple(t.reshape(B, T, H, K) for t in jnp.split(qkv, 3, axis=-1))
+    qkv = dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
+    q, k, v = (t.reshape(B, T, H, K) for t in jnp.split(qkv, 3, axis=-1))
 
     def finish(p, x, a, rngs):
         a = dense(p["attn"]["c_proj"], a.reshape(B, T, D))
@@ -110,9 +107,7 @@ def block(
         return layer_norm(p["ln_2"], n + m, config.layer_norm_epsilon)
 
     if save_policy is not None:
-        project_qkv = jax.checkpoint(project_qkv, policy=save_policy, prevent_cse=False)
         finish = jax.checkpoint(finish, policy=save_policy, prevent_cse=False)
-    q, k, v = project_qkv(p, x)
     a, probs = attn_lib.attention(
         q,
         k,
