@@ -94,17 +94,20 @@ def block(
     """
     B, T, D = x.shape
     H, K = config.n_head, config.head_dim
-    qkv = dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
+    # One [B*T, D] view of the input serves the QKV projection and the residual add, so the backward
+    # pass keeps it once (a [B, T, D] and a [B*T, D] copy would be two residuals).
+    x = x.reshape(B * T, D)
+    qkv = dense(p["attn"]["c_attn"], x)  # [B*T, 3D], split q | k | v
     q, k, v = (t.reshape(B, T, H, K) for t in jnp.split(qkv, 3, axis=-1))
 
     def finish(p, x, a, rngs):
-        a = dense(p["attn"]["c_proj"], a.reshape(B, T, D))
+        a = dense(p["attn"]["c_proj"], a.reshape(B * T, D))
         attn_rng, mlp_rng = (None, None) if rngs is None else (rngs.attn_resid, rngs.mlp_resid)
         a = dropout(attn_rng, a, config.resid_pdrop)
         n = layer_norm(p["ln_1"], x + a, config.layer_norm_epsilon)
         m = dense(p["mlp"]["c_proj"], ACT_FNS[config.afn](dense(p["mlp"]["c_fc"], n)))
         m = dropout(mlp_rng, m, config.resid_pdrop)
-        return layer_norm(p["ln_2"], n + m, config.layer_norm_epsilon)
+        return layer_norm(p["ln_2"], n + m, config.layer_norm_epsilon).reshape(B, T, D)
 
     if save_policy is not None:
         finish = jax.checkpoint(finish, policy=save_policy, prevent_cse=False)
