@@ -41,8 +41,9 @@ from gpt_flax.model import embed
 
 logger = logging.getLogger("gpt_flax")
 
-# transformers' GenerationConfig.max_length default, used when neither length is given.
-DEFAULT_MAX_LENGTH = 20
+# transformers' GenerationConfig.max_length default. Given neither length, transformers generates
+# this many new tokens (it adds the prompt length to the default max_length, then caps it at n_positions).
+DEFAULT_NEW_TOKENS = 20
 # Prompts are left-padded to a power of two slots (at least this many), so prompts of similar
 # length share one compiled function.
 MIN_PROMPT_BUCKET = 8
@@ -411,7 +412,7 @@ def generate(
 
     input_ids [B, T] (attention_mask [B, T], 1 = token, any padding side) -> int32 [B * n, T + N]:
     the prompts (left-padded: right padding is moved to the left) followed by the new tokens, N of
-    them at most max_new_tokens (or max_length - T; transformers' default max_length is 20), fewer
+    them at most max_new_tokens (or max_length - T; given neither, 20, as transformers), fewer
     when every row stopped at an eos. Rows that stopped are filled with pad_token_id (default
     eos). `num_return_sequences` repeats each prompt (sampling only), `prng_key` (key or int
     seed; fresh entropy if None) drives sampling. `streamer(tokens [B * n])` is called with each
@@ -473,9 +474,11 @@ def generate(
 
 
 def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_tokens, max_length) -> int:
-    """transformers' rule: max_new_tokens wins over max_length (prompt + new); default max_length 20."""
+    """transformers' rule (`_prepare_generated_length`): max_new_tokens wins over max_length (prompt +
+    new); with neither, 20 new tokens, the total capped at n_positions."""
+    if max_new_tokens is None and max_length is None:
+        max_length = min(prompt_len + DEFAULT_NEW_TOKENS, config.n_positions)
     if max_new_tokens is None:
-        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         if not isinstance(max_length, (int, np.integer)) or max_length <= prompt_len:
             raise ValueError(
                 f"max_length={max_length!r} leaves no room after the {prompt_len}-token prompt; "

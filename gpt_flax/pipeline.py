@@ -8,9 +8,16 @@
 A string gives a list of `num_return_sequences` dicts; a list of strings gives one such list per
 string, generated as one left-padded batch (each row generates what it would alone). Keyword
 arguments are `generate`'s, plus `return_full_text` (default True: the prompt, as given, then the
-continuation) and `seed` (an int for `prng_key`). As in transformers, the model config's
-`task_specific_params["text-generation"]` (openai-gpt's: do_sample=True, max_length=50) are the
-defaults.
+continuation), `return_tensors` (token ids instead of text) and `seed` (an int for `prng_key`).
+
+Defaults, as transformers 4.56.2 sets them: the pipeline's own (256 new tokens, sampling at
+temperature 0.7 with GenerationConfig's top_k=50), then the model config's
+`task_specific_params["text-generation"]` (openai-gpt's: do_sample=True, max_length=50; the default
+max_new_tokens still wins over that max_length, as in transformers), then the pipeline's keyword
+arguments, then the call's. Two differences, both where transformers fails the user: a max_length
+given without max_new_tokens (to `pipeline` or to the call) is honoured, where transformers warns
+and still generates 256 new tokens; and the default 256 stops at n_positions, where transformers
+runs past the position table and fails.
 """
 
 from __future__ import annotations
@@ -21,6 +28,24 @@ from typing import Any
 import numpy as np
 
 TASK = "text-generation"
+# transformers' TextGenerationPipeline._default_generation_config, with GenerationConfig's top_k.
+PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_k": 50}
+GENERATE_OPTIONS = frozenset(
+    (
+        "max_new_tokens",
+        "max_length",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "eos_token_id",
+        "pad_token_id",
+        "num_return_sequences",
+        "prng_key",
+        "streamer",
+    )
+)
+PIPELINE_OPTIONS = frozenset(("return_full_text", "return_tensors", "seed"))
 
 
 class TextGenerationPipeline:
@@ -31,27 +56,52 @@ class TextGenerationPipeline:
             raise TypeError(f"{type(model).__name__} has no LM head to generate with; use FlaxOpenAIGPTLMHeadModel")
         self.model = model
         self.tokenizer = tokenizer
+        _check_options(defaults)
         task_params = (model.config.extra or {}).get("task_specific_params") or {}
-        self.defaults = {**(task_params.get(TASK) or {}), **defaults}
+        self.task_defaults = {**PIPELINE_DEFAULTS, **(task_params.get(TASK) or {})}
+        self.defaults = defaults
 
     def __call__(self, text_inputs: str | list, **kwargs: Any):
         single = isinstance(text_inputs, str)
         texts = [text_inputs] if single else list(text_inputs)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text-generation takes a string or a non-empty list of strings")
-        options = {**self.defaults, **kwargs}
+        _check_options(kwargs)
+        given = {**self.defaults, **kwargs}  # what the user asked for, at construction or now
+        options = {**self.task_defaults, **given}
         return_full_text = options.pop("return_full_text", True)
+        return_tensors = options.pop("return_tensors", False)
         seed = options.pop("seed", None)
         if seed is not None:
             options.setdefault("prng_key", int(seed))
-        n = options.get("num_return_sequences", 1)
         ids, mask = self._encode(texts)
+        if "max_new_tokens" not in given:
+            if "max_length" in given:
+                del options["max_new_tokens"]  # the user's max_length counts (transformers would ignore it)
+            else:  # the default 256 new tokens, as far as the position table goes
+                room = self.model.config.n_positions - ids.shape[1]
+                if room < 1:
+                    raise ValueError(
+                        f"the prompt's {ids.shape[1]} tokens fill n_positions={self.model.config.n_positions}: "
+                        "no position is left to generate into"
+                    )
+                options["max_new_tokens"] = min(options["max_new_tokens"], room)
+        n = options.get("num_return_sequences", 1)
         sequences = self.model.generate(ids, attention_mask=mask, **options)
+        eos = options.get("eos_token_id")
+        eos = self.model.config.eos_token_id if eos is None else eos
         results = []
         for i, text in enumerate(texts):
             prompt_ids = ids[i][mask[i] == 1]
-            rows = sequences[i * n : (i + 1) * n, ids.shape[1] :]
-            results.append([{"generated_text": self._text(text, prompt_ids, row, return_full_text)} for row in rows])
+            rows = _own_length(sequences[i * n : (i + 1) * n, ids.shape[1] :], eos)
+            if return_tensors:
+                results.append(
+                    [{"generated_token_ids": [int(t) for t in prompt_ids] + [int(t) for t in row]} for row in rows]
+                )
+            else:
+                results.append(
+                    [{"generated_text": self._text(text, prompt_ids, row, return_full_text)} for row in rows]
+                )
         return results[0] if single else results
 
     def _encode(self, texts: list):
@@ -74,6 +124,24 @@ class TextGenerationPipeline:
         full = decode(np.concatenate([prompt_ids, new_ids]))
         new_text = full[len(decode(prompt_ids)) :]
         return prompt + new_text if return_full_text else new_text
+
+
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - GENERATE_OPTIONS - PIPELINE_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(GENERATE_OPTIONS | PIPELINE_OPTIONS))
+        raise TypeError(f"text-generation does not take {', '.join(unknown)}; it takes {known}")
+
+
+def _own_length(rows, eos) -> np.ndarray:
+    """A prompt's `num_return_sequences` rows [n, N] of new tokens, cut where they would have stopped
+    alone: once every one of them has emitted an eos (the batch runs on while other prompts' rows do).
+    Rows of the group that stopped earlier keep their padding, as in transformers."""
+    eos = [] if eos is None else [int(e) for e in np.atleast_1d(eos)]
+    hits = np.isin(rows, eos)
+    if not eos or not hits.any(axis=1).all():
+        return rows
+    return rows[:, : int(hits.argmax(axis=1).max()) + 1]
 
 
 def pipeline(task: str, model: Any = None, tokenizer: Any = None, **kwargs: Any) -> TextGenerationPipeline:

@@ -63,7 +63,15 @@ def test_max_length_counts_the_prompt_like_transformers(small):
     assert ours.shape == (1, 12)
     # max_new_tokens wins over max_length, as in transformers
     assert model.generate(ids, max_new_tokens=3, max_length=40).shape == (1, 8)
-    assert model.generate(ids).shape == (1, gen.DEFAULT_MAX_LENGTH)
+
+
+def test_default_length_is_20_new_tokens_capped_at_n_positions_like_transformers(small):
+    model, ref = small
+    for length in (5, SMALL.n_positions - 6):  # 20 new tokens; then only the 6 that n_positions leaves
+        ids = prompts(2, batch=1, length=length)
+        ours = model.generate(ids)
+        np.testing.assert_array_equal(ours, hf_generate(ref, ids))
+        assert ours.shape == (1, min(length + gen.DEFAULT_NEW_TOKENS, SMALL.n_positions))
 
 
 def left_padded(seed=1):
@@ -371,17 +379,47 @@ def test_pipeline_matches_transformers_pipeline(model_dir):
     assert expected[1][0]["generated_text"] == PROMPTS[1] + short
 
 
-def test_pipeline_defaults_and_sampling(model_dir):
+def test_pipeline_defaults_are_transformers_pipeline_defaults(model_dir):
     ours = pipeline("text-generation", model=model_dir)
-    first = ours(PROMPTS[1], seed=0, num_return_sequences=2)  # task defaults: do_sample, max_length 50
-    assert len(first) == 2 and first != ours(PROMPTS[1], seed=1, num_return_sequences=2)
-    assert first == ours(PROMPTS[1], seed=0, num_return_sequences=2)
-    ids = ours.tokenizer(first[0]["generated_text"][len(PROMPTS[1]) :])["input_ids"]
-    assert 40 <= len(ids) <= 50  # ~45 new tokens (re-tokenizing decoded text is not exact)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
+    names = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k")
+    assert {k: ours.task_defaults[k] for k in names} == {k: getattr(theirs.generation_config, k) for k in names}
+    # 256 new tokens by default, which here (n_positions 64) stop at the end of the position table
+    first = ours(PROMPTS[1], seed=0, num_return_sequences=2, return_tensors=True)
+    assert [len(r["generated_token_ids"]) for r in first] == [64, 64]
+    assert first == ours(PROMPTS[1], seed=0, num_return_sequences=2, return_tensors=True)
+    assert first != ours(PROMPTS[1], seed=1, num_return_sequences=2, return_tensors=True)
+    # a max_length the caller gives counts, whether to the call or to pipeline()
+    assert len(ours(PROMPTS[1], max_length=20, return_tensors=True)[0]["generated_token_ids"]) == 20
+    short = pipeline("text-generation", model=model_dir, max_length=12, do_sample=False)
+    assert len(short(PROMPTS[1], return_tensors=True)[0]["generated_token_ids"]) == 12
     with pytest.raises(ValueError, match="task"):
         pipeline("summarization", model=model_dir)
     with pytest.raises(ValueError, match="no tokens"):
         ours("")
+    with pytest.raises(TypeError, match="does not take return_text_maybe"):
+        ours("Hi", return_text_maybe=True)
+    with pytest.raises(ValueError, match="n_positions=64"):
+        ours("hello " * 64)
+
+
+def test_pipeline_batch_rows_stop_as_they_would_alone(model_dir):
+    ours = pipeline("text-generation", model=model_dir, do_sample=False, max_new_tokens=10)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
+    alone = ours(PROMPTS[1], return_tensors=True)[0]["generated_token_ids"]
+    eos = alone[-8]  # the third new token of this prompt: it stops early, the others run on
+    expected = [theirs(p, max_new_tokens=10, do_sample=False, eos_token_id=eos, pad_token_id=0) for p in PROMPTS]
+    got = ours(PROMPTS, eos_token_id=eos)
+    assert got == expected and got == [ours(p, eos_token_id=eos) for p in PROMPTS]
+    assert len(ours(PROMPTS[1], eos_token_id=eos, return_tensors=True)[0]["generated_token_ids"]) <= len(alone) - 7
 
 
 def run_cli(argv, capsys):

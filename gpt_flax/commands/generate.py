@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "generate",
         help="continue a prompt with an OpenAI GPT model (KV-cached decoding)",
-        description="Generate text from PROMPT with a model directory or a Hub id (greedy unless --do-sample).",
+        description="Generate text from PROMPT with a model directory or a Hub id, with the defaults of "
+        "transformers' text-generation pipeline (256 new tokens, sampled; --greedy to turn sampling off).",
     )
     p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
     p.add_argument(
@@ -31,11 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--tokenizer", default=None, help="the tokenizer's directory or Hub id (default: --model)")
     p.add_argument("--max-length", type=int, default=None,
-                   help="total length in tokens, prompt included (default: the model's text-generation default, else 20)")
+                   help="total length in tokens, prompt included (default: 256 new tokens, as transformers' text-generation pipeline)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens to generate (wins over --max-length)")
     p.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
-    p.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding even where the model's "
-                   "text-generation default is to sample")
+    p.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding (the default is to sample)")
     p.add_argument("--temperature", type=float, default=None, help="divide the logits by this before sampling (> 0)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (>= 1)")
     p.add_argument("--top-p", type=float, default=None,
