@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -38,23 +39,60 @@ def resolve_file(
     return _hub_download(str(path_or_hub_id), filename, required=required, revision=revision, cache_dir=cache_dir)
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+@functools.lru_cache(maxsize=32)
+def _repo_files(repo_id: str, revision: str | None) -> frozenset:
+    """The files of a Hub repo: one request, which fails at once without network (a file download
+    would retry for tens of seconds first), and tells which optional files to skip."""
+    import huggingface_hub
+
+    return frozenset(huggingface_hub.list_repo_files(repo_id, revision=revision))
+
+
 def _hub_download(repo_id, filename, *, required, revision, cache_dir):
     import huggingface_hub
-    from huggingface_hub.utils import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
+    offline = _hub_offline()
     try:
-        return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
+        if not offline and filename not in _repo_files(repo_id, revision):
+            if required:
+                raise FileNotFoundError(f"{filename} not found in Hub repo {repo_id}")
+            return None
+        return huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline
+        )
     except HFValidationError:
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
+    except LocalEntryNotFoundError:  # offline (or the network went away) and not in the cache
+        if offline and not required:
+            return None
+        raise OSError(
+            f"{repo_id!r} is not a local directory and the Hugging Face Hub cannot be reached (no cached "
+            f"{filename}); without network access pass a local model directory instead"
+        ) from None
     except EntryNotFoundError:
         if required:
             raise FileNotFoundError(f"{filename} not found in Hub repo {repo_id}") from None
         return None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"Hub repo {repo_id!r} not found (or it is private)") from None
+    except RevisionNotFoundError:
+        raise ValueError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except FileNotFoundError:
+        raise
     except OSError as e:  # offline, DNS, HTTP errors (requests' errors are OSErrors): say what to do
-        if not required and "404" in str(e):
-            return None
         raise OSError(
             f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub ({type(e).__name__}); "
             "without network access pass a local model directory instead"

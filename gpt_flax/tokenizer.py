@@ -306,6 +306,11 @@ class OpenAIGPTTokenizer:
             tokens = [_as_special_token(t, "new_tokens") for t in tokens]
             self._additional_special_tokens += [t.content for t in tokens if t.content not in self.all_special_tokens]
             return self._backend.add_special_tokens(tokens)
+        if self.original:  # as the slow tokenizer: lowercase normalized new words (do_lower_case), count the new ones
+            tokens = [_lowercased(t) for t in tokens]
+            new = {_content(t) for t in tokens if self._backend.token_to_id(_content(t)) is None}
+            self._backend.add_tokens(tokens)
+            return len(new)
         return self._backend.add_tokens(tokens)
 
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
@@ -652,17 +657,23 @@ def _content(token: str | AddedToken) -> str:
     return token.content if isinstance(token, AddedToken) else token
 
 
+def _lowercased(token: str | AddedToken) -> str | AddedToken:
+    if isinstance(token, str):
+        return lowercase_characters(token)
+    if not token.normalized:
+        return token
+    content = lowercase_characters(token.content)
+    return AddedToken(content, single_word=token.single_word, lstrip=token.lstrip, rstrip=token.rstrip, normalized=True)
+
+
 def _as_special_token(value: Any, role: str) -> AddedToken:
-    """transformers' default for a str special token: kept whole, not normalized, nothing stripped."""
+    """transformers' default for a str special token: kept whole, not normalized, nothing stripped.
+
+    An AddedToken goes to the backend as given: adding it as special makes it special, and it stays
+    unnormalized unless its `normalized` was set (its `normalized` reads True until then, so a copy
+    would turn it on)."""
     if isinstance(value, AddedToken):
-        return AddedToken(
-            value.content,
-            single_word=value.single_word,
-            lstrip=value.lstrip,
-            rstrip=value.rstrip,
-            normalized=value.normalized,
-            special=True,
-        )
+        return value
     if isinstance(value, str) and value:
         return AddedToken(value, normalized=False, special=True)
     raise TypeError(f"{role} must be a non-empty str or tokenizers.AddedToken, got {value!r}")

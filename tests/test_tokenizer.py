@@ -172,6 +172,17 @@ def test_added_tokens_match_fast(hf_fast):
     assert ours.get_vocab() == ref.get_vocab()
 
 
+def test_added_token_objects_as_special_tokens_match_fast():
+    ours, ref = OpenAIGPTTokenizer.from_pretrained(FIXTURES), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    for tok in (ours, ref):
+        # an AddedToken whose `normalized` was not set is matched case-sensitively once it is special
+        tok.add_special_tokens({"cls_token": AddedToken("_classify_", lstrip=True)})
+        tok.add_special_tokens({"additional_special_tokens": [AddedToken("<Norm>", normalized=True)]})
+    text = "a _CLASSIFY_ b _classify_ <norm> <Norm>"
+    assert ours.encode(text) == ref.encode(text)
+    assert ours.encode(text).count(ours.cls_token_id) == 1
+
+
 # ---- original=True: transformers' slow tokenizer with spacy and ftfy -------------------------------------------
 
 
@@ -204,6 +215,15 @@ def test_original_with_added_tokens_matches_slow(hf_slow):
         "swr\tb swr  b xswr\ny <EXTRA> <extra> <Extra>",
     ]
     assert ours(texts)["input_ids"] == hf_ids(ref, texts)
+
+
+def test_original_add_tokens_lowercases_like_slow():
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
+    ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    counts = [tok.add_tokens(["Word", "_Start_", "word"]) for tok in (ours, ref)]  # "word" is in the vocabulary
+    assert counts[0] == counts[1] == 1 and len(ours) == len(ref)
+    text = "Word _START_ hello WORD"
+    assert ours.encode(text) == ref.encode(text)
 
 
 def test_text_standardize_is_transformers(hf_slow):
@@ -444,3 +464,10 @@ def test_corrupt_tokenizer_json_and_config_are_named(tmp_path, ours):
     os.remove(tmp_path / "tokenizer.json")
     with pytest.raises(ValueError, match=r"'_start_' is recorded with id 40490"):
         OpenAIGPTTokenizer.from_pretrained(tmp_path)
+
+
+def test_offline_hub_id_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="pass a local model directory") as info:
+        OpenAIGPTTokenizer.from_pretrained("someone/not-cached-here")
+    assert "\n" not in str(info.value)
