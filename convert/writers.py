@@ -45,6 +45,8 @@ CHECKPOINT_FILES = (
 
 def check_destination(dst: str, overwrite: bool) -> None:
     """Refuse, before any work, a destination we may not write."""
+    if not str(dst).strip():
+        raise ValueError("the destination directory is an empty path")
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise FileExistsError(f"{dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
@@ -56,9 +58,12 @@ def atomic_directory(dst: str, overwrite: bool = False):
     """Yield a temporary directory; on a clean exit its files become `dst`'s, on an error they vanish."""
     check_destination(dst, overwrite)
     parent = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(dst))}.tmp-{secrets.token_hex(4)}")
-    os.mkdir(tmp)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(tmp)
+    except OSError as e:  # name the user's path, not our temporary one
+        raise OSError(f"cannot write the checkpoint to {dst}: {e.strerror or e}") from None
     try:
         yield tmp
         _fsync_dir(tmp)

@@ -442,3 +442,11 @@ def test_cli_summary_and_verify(tmp_path, capsys, torch_models):
 def test_no_torch_import_in_the_library():
     code = "import sys, convert.pipeline, convert.readers, convert.writers; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("dst, message", [("", "empty path"), ("/proc/gpt-flax-out", "cannot write the checkpoint to /proc/")])
+def test_unwritable_destinations_are_named(tmp_path, capsys, torch_models, dst, message):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
+    rc, _, err = run_cli(capsys, src, dst)
+    assert rc == 1 and message in err and ".tmp-" not in err, err
+    assert len(err.strip().splitlines()) == 1
