@@ -255,4 +255,59 @@ def flash_attention(
         has_bias=attention_mask is not None,
         has_head_mask=head_mask is not None,
     )
-    return _flash(_Plan(math_, cpu, gpu_blocks, tpu_blocks), q, k, v, bias, row_hash, hm)
+    out = _flash(_Plan(math_, cpu, gpu_blocks, tpu_blocks), q, k, v, bias, row_hash, hm)
+    if attention_mask is None:
+        return out
+    return _unseeing_rows(out, v, attention_mask, row_hash, hm, math_)
+
+
+# Key chunk of the dropout case below: its [B, H, T, chunk] keep mask is what it holds at once.
+UNSEEING_CHUNK = 64
+
+
+def _unseeing_rows(out, v, attention_mask, row_hash, hm, math_: TileMath):
+    """transformers' result on the query rows that see no unpadded key, written over the kernel's.
+
+    Query i of row b sees no unpadded key when i < f, f = the row's first unpadded position (every
+    query, if the row is all padding). Its visible keys then score finfo.min (padding) and its
+    future keys -1e4 (the causal fill), so transformers' softmax is uniform over the row's unpadded
+    keys, all of them in the future (over all T keys for a row of padding), then dropout and
+    head_mask as usual. That only depends on v, so it is computed here in XLA (its gradient
+    flows to v alone) rather than in the causal kernels, which never visit future keys. Only
+    left-padded rows have such queries; other batches skip this (a `lax.cond`).
+    """
+    batch, seq, heads, _ = v.shape
+    real = attention_mask != 0  # [B, S]
+    any_real = jnp.any(real, axis=1)
+    first = jnp.where(any_real, jnp.argmax(real, axis=1), seq)  # [B]
+    keys = jnp.where(any_real[:, None], real, True).astype(jnp.float32)
+    weight = keys / jnp.sum(keys, axis=1, keepdims=True)  # [B, S]: the uniform probabilities
+    unseeing = jnp.arange(seq)[None, :] < first[:, None]  # [B, T]
+
+    def uniform(v):
+        vf = v.astype(jnp.float32)
+        if not math_.has_dropout:
+            mean = jnp.einsum("bs,bshk->bhk", weight, vf)
+            res = jnp.broadcast_to(mean[:, None], (batch, seq, heads, vf.shape[-1]))
+        else:  # keep_ij differs per query: sum over key chunks, the keep mask recomputed in the backward
+            pad = -seq % UNSEEING_CHUNK
+            w = jnp.pad(weight, ((0, 0), (0, pad))).reshape(batch, -1, UNSEEING_CHUNK).transpose(1, 0, 2)
+            vc = jnp.pad(vf, ((0, 0), (0, pad), (0, 0), (0, 0)))
+            vc = vc.reshape(batch, -1, UNSEEING_CHUNK, heads, vf.shape[-1]).transpose(1, 0, 2, 3, 4)
+
+            @jax.checkpoint
+            def chunk(acc, xs):
+                i, w_c, v_c = xs
+                k_pos = (i * UNSEEING_CHUNK + jnp.arange(UNSEEING_CHUNK)).astype(jnp.uint32)
+                keep = dropout_keep(row_hash[..., None], k_pos, math_.dropout_rate)  # [B, H, T, c]
+                probs = jnp.where(keep, w_c[:, None, None, :] * math_.keep_scale, 0.0)
+                return acc + jnp.einsum("bhtc,bchk->bthk", probs, v_c), None
+
+            n = vc.shape[0]
+            res, _ = lax.scan(chunk, jnp.zeros(vf.shape, jnp.float32), (jnp.arange(n), w, vc))
+        if math_.has_head_mask:
+            res = res * hm[None, None, :, None]
+        return res.astype(out.dtype)
+
+    fixed = lax.cond(jnp.any(unseeing), uniform, lambda v: jnp.zeros(out.shape, out.dtype), v)
+    return jnp.where(unseeing[:, :, None, None], fixed, out)
