@@ -116,6 +116,9 @@ class LoadResult:
     missing_keys: list  # HF keys the target needs that the checkpoint lacks
     unexpected_keys: list  # checkpoint keys the target does not use
     tied_lm_head_mismatch: bool = False
+    # Stacked entries the checkpoint holds only some layers of: tree path -> the layers it holds.
+    # `params` has the stack of those layers alone there; the caller initialises the others.
+    partial_layers: dict = dataclasses.field(default_factory=dict)
 
 
 def _set(tree: dict, path: tuple, value) -> None:
@@ -172,6 +175,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
     used: set = set()
     missing: list = []
     params: dict = {}
+    partial_layers: dict = {}
     body_root = () if head == "base" else ("transformer",)
     out_prefix = "" if head == "base" else PREFIX
     cast = partial(_cast, dtype=dtype)
@@ -181,7 +185,10 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         present = [k for k in keys if k in body]
         if len(present) < len(keys):
             missing.extend(out_prefix + k for k in keys if k not in body)
-            continue
+            if not (entry.per_layer and present):
+                continue
+            partial_layers[body_root + entry.flax] = [i for i, k in enumerate(keys) if k in body]
+            keys = present  # load the layers that are there, as transformers does
         arrays = [state_dict[body[k]] for k in keys]
         for k, array in zip(keys, arrays):
             _check_shape(body[k], array, entry.shape(config))
@@ -212,7 +219,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
     unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
     if head == "base" and TIED_KEY in unexpected:
         unexpected.remove(TIED_KEY)
-    return LoadResult(params, missing, unexpected, mismatch)
+    return LoadResult(params, missing, unexpected, mismatch, partial_layers)
 
 
 def flax_to_hf(params: dict, config, head: str, dtype=None) -> dict:

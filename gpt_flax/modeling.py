@@ -242,7 +242,10 @@ class FlaxOpenAIGPTPreTrainedModel:
         config = cls._adapt_config(config)
         loaded = hf_to_flax(checkpoint.state_dict, config, cls.head, dtype=np.dtype(param_dtype))
         model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
-        model.params = _fill_missing(loaded.params, model, seed) if loaded.missing_keys else _to_jax(loaded.params)
+        if loaded.missing_keys:
+            model.params = _fill_missing(loaded.params, model, seed, loaded.partial_layers)
+        else:
+            model.params = _to_jax(loaded.params)
         name = cls.__name__
         if loaded.missing_keys:
             logger.warning(
@@ -299,14 +302,24 @@ def _to_jax(tree: dict) -> dict:
     return out
 
 
-def _fill_missing(partial: dict, model, seed: int) -> dict:
-    """Overlay the loaded tensors on a fresh init, so what the checkpoint lacks is newly initialised."""
-    fresh = model.init_weights(jax.random.key(seed))
+def _fill_missing(partial: dict, model, seed: int, partial_layers: dict | None = None) -> dict:
+    """Overlay the loaded tensors on a fresh init, so what the checkpoint lacks is newly initialised.
 
-    def overlay(base, loaded):
+    `partial_layers` (path -> layer indices): stacks the checkpoint holds only those layers of; the
+    loaded value there stacks just them, the other layers keep the fresh init."""
+    fresh = model.init_weights(jax.random.key(seed))
+    partial_layers = partial_layers or {}
+
+    def overlay(base, loaded, path=()):
         if isinstance(base, dict):
-            return {k: overlay(v, loaded.get(k)) if loaded is not None else v for k, v in base.items()}
-        return base if loaded is None else jnp.asarray(loaded)
+            if loaded is None:
+                return base
+            return {k: overlay(v, loaded.get(k), path + (k,)) for k, v in base.items()}
+        if loaded is None:
+            return base
+        if path in partial_layers:
+            return base.at[np.asarray(partial_layers[path])].set(jnp.asarray(loaded, base.dtype))
+        return jnp.asarray(loaded)
 
     return overlay(fresh, partial)
 

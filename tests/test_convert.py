@@ -191,6 +191,28 @@ def test_loading_one_head_into_another_lists_new_and_unused_keys(tmp_path, torch
     assert np.array_equal(base.h[0].mlp.c_fc.weight.detach().numpy(), expected["transformer.h.0.mlp.c_fc.weight"])
 
 
+def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path, torch_models):
+    """As transformers: a stacked tensor missing in some layers keeps the layers that are there."""
+    from safetensors.numpy import save_file
+
+    expected = torch_state(torch_models["lm"])
+    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
+    state = load_file(os.path.join(src, "model.safetensors"))
+    del state["transformer.h.1.mlp.c_fc.weight"]
+    save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
+    ours, info = flax_class("lm").from_pretrained(src, output_loading_info=True)
+    theirs, their_info = hf_class("lm").from_pretrained(src, output_loading_info=True)
+    assert info["missing_keys"] == their_info["missing_keys"] == ["transformer.h.1.mlp.c_fc.weight"]
+    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    kernel = np.asarray(ours.params["transformer"]["h"]["mlp"]["c_fc"]["kernel"])
+    assert np.array_equal(kernel[0], expected["transformer.h.0.mlp.c_fc.weight"])
+    assert not np.allclose(kernel[1], expected["transformer.h.1.mlp.c_fc.weight"]) and 0 < kernel[1].std() < 0.1
+
+    deeper = flax_class("lm").from_pretrained(src, n_layer=3)  # a config with a layer more than the checkpoint
+    attn = np.asarray(deeper.params["transformer"]["h"]["attn"]["c_attn"]["kernel"])
+    assert attn.shape[0] == 3 and np.array_equal(attn[1], expected["transformer.h.1.attn.c_attn.weight"])
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
