@@ -19,8 +19,12 @@ MODEL_TYPE = "openai-gpt"
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish")
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
-# transformers' get_activation names a SequenceSummary may use ("gelu" there is the exact erf form).
-SUMMARY_ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu", "swish", "linear")
+# transformers' get_activation names a SequenceSummary may use ("gelu" there is the exact erf form);
+# all of ACT2FN but "prelu" and "xielu", which carry learned parameters.
+SUMMARY_ACTIVATIONS = (
+    "tanh", "relu", "sigmoid", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu", "swish", "linear", "gelu_python",
+    "gelu_accurate", "gelu_fast", "gelu_10", "quick_gelu", "laplace", "mish", "leaky_relu", "relu2", "relu6",
+)  # fmt: skip
 ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 
 

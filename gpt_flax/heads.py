@@ -9,6 +9,8 @@ Axes: B batch, C choices, T length, D width, V vocab, N num_labels.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -36,6 +38,16 @@ SUMMARY_ACTIVATIONS = {
     "silu": ACT_FNS["silu"],
     "swish": ACT_FNS["silu"],
     "linear": lambda x: x,
+    "gelu_python": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_accurate": ACT_FNS["gelu_new"],
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + jnp.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "gelu_10": lambda x: jnp.clip(jax.nn.gelu(x, approximate=False), -10.0, 10.0),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + jax.lax.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "relu6": jax.nn.relu6,
 }
 
 HEADS = ("base", "lm", "double", "cls")

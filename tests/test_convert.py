@@ -201,7 +201,7 @@ def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path
     del state["transformer.h.1.mlp.c_fc.weight"]
     save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
     ours, info = flax_class("lm").from_pretrained(src, output_loading_info=True)
-    theirs, their_info = hf_class("lm").from_pretrained(src, output_loading_info=True)
+    _, their_info = hf_class("lm").from_pretrained(src, output_loading_info=True)
     assert info["missing_keys"] == their_info["missing_keys"] == ["transformer.h.1.mlp.c_fc.weight"]
     assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
     kernel = np.asarray(ours.params["transformer"]["h"]["mlp"]["c_fc"]["kernel"])

@@ -254,6 +254,24 @@ def test_double_heads_summary_options(summary):
         assert_outputs_close(ours, theirs)
 
 
+def test_every_summary_activation_is_transformers_get_activation():
+    from transformers.activations import get_activation
+
+    from gpt_flax.config import SUMMARY_ACTIVATIONS as NAMES
+    from gpt_flax.heads import SUMMARY_ACTIVATIONS
+
+    x = np.linspace(-12.0, 12.0, 4001, dtype=np.float32)
+    for name in NAMES:
+        expected = get_activation(name)(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(np.asarray(SUMMARY_ACTIVATIONS[name](jnp.asarray(x))), expected, atol=3e-6, err_msg=name)
+    # and one of them through the whole double-heads model, gradients included
+    config = small_config(summary_activation="quick_gelu", summary_last_dropout=0.0)
+    model, tm = flax_and_torch("double", config)
+    inputs = make_inputs("double", model.config, labels=True)
+    assert_outputs_close(*run_both(model, tm, inputs))
+    assert_grads_close("double", model, tm, inputs)
+
+
 def test_double_heads_default_mc_token_ids_is_last_token():
     model, tm = flax_and_torch("double", small_config())
     inputs = make_inputs("double", model.config)
