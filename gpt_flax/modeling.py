@@ -29,7 +29,6 @@ from gpt_flax.validation import as_array, validate_inputs
 logger = logging.getLogger("gpt_flax")
 
 
-
 class OpenAIGPTModule(nn.Module):
     """Flax door onto `heads.forward_<head>`: declares the param tree, draws the dropout rng."""
 
@@ -152,8 +151,9 @@ class FlaxOpenAIGPTPreTrainedModel:
         old rows' mean and 1e-9 times their covariance (the mean alone if that is not positive
         definite), or from normal(0, initializer_range) with `mean_resizing=False`.
         """
-        if not isinstance(new_num_tokens, int) or new_num_tokens < 1:
+        if not isinstance(new_num_tokens, (int, np.integer)) or isinstance(new_num_tokens, bool) or new_num_tokens < 1:
             raise ValueError(f"new_num_tokens must be a positive integer, got {new_num_tokens!r}")
+        new_num_tokens = int(new_num_tokens)
         body = self.params if self.head == "base" else self.params["transformer"]
         old = body["tokens_embed"]["embedding"]
         added = new_num_tokens - old.shape[0]
@@ -256,10 +256,16 @@ class FlaxOpenAIGPTPreTrainedModel:
             )
         if loaded.unexpected_keys:
             logger.warning(
-                "Some weights of the checkpoint at %s were not used by %s: %s", path_or_hub_id, name, loaded.unexpected_keys
+                "Some weights of the checkpoint at %s were not used by %s: %s",
+                path_or_hub_id,
+                name,
+                loaded.unexpected_keys,
             )
         if loaded.tied_lm_head_mismatch:
-            logger.warning("lm_head.weight in %s differs from tokens_embed.weight; the head is tied, so it was ignored", path_or_hub_id)
+            logger.warning(
+                "lm_head.weight in %s differs from tokens_embed.weight; the head is tied, so it was ignored",
+                path_or_hub_id,
+            )
         model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
         return (model, model.loading_info) if output_loading_info else model
 
@@ -288,7 +294,9 @@ def _new_embedding_rows(old, added: int, mean_resizing: bool, config: OpenAIGPTC
         np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError:  # not positive definite (e.g. fewer rows than columns): the mean
         return jnp.broadcast_to(jnp.asarray(mean, old.dtype), (added, old.shape[1]))
-    rows = jax.random.multivariate_normal(key, jnp.asarray(mean, jnp.float32), jnp.asarray(covariance, jnp.float32), (added,))
+    rows = jax.random.multivariate_normal(
+        key, jnp.asarray(mean, jnp.float32), jnp.asarray(covariance, jnp.float32), (added,)
+    )
     return rows.astype(old.dtype)
 
 

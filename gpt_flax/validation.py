@@ -77,19 +77,22 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
         )
     if seq_len < 1:
         raise ValueError("sequences must hold at least one token")
-    for name in ("attention_mask", "token_type_ids"):
+    rows = int(np.prod(shape[:-1]))  # the sequences the transformer runs ([B * C] for double heads)
+    mask = a["attention_mask"]
+    # transformers views the mask as [rows, T]: the double-heads model also takes it flattened.
+    if mask is not None and tuple(mask.shape) != shape and (head != "double" or tuple(mask.shape) != (rows, seq_len)):
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but the inputs have shape {shape}")
+    # transformers views token types and positions as [-1, T] and adds them: one row or one per sequence.
+    for name, high in (("token_type_ids", config.vocab_size), ("position_ids", config.n_positions)):
         x = a[name]
-        if x is not None and tuple(x.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(x.shape)} but the inputs have shape {shape}")
-    if a["token_type_ids"] is not None:
-        _check_int("token_type_ids", a["token_type_ids"])
-        _check_range("token_type_ids", a["token_type_ids"], 0, config.vocab_size)
-    pos = a["position_ids"]
-    if pos is not None:
-        _check_int("position_ids", pos)
-        if pos.ndim not in (1, 2, rank) or pos.shape[-1] != seq_len:
-            raise ValueError(f"position_ids has shape {tuple(pos.shape)}; expected [..., {seq_len}] matching {shape}")
-        _check_range("position_ids", pos, 0, config.n_positions)
+        if x is None:
+            continue
+        _check_int(name, x)
+        if x.ndim < 1 or x.ndim > rank or x.shape[-1] != seq_len or int(np.prod(x.shape[:-1])) not in (1, rows):
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; expected {shape}, or [{seq_len}] for every sequence alike"
+            )
+        _check_range(name, x, 0, high)
     hm = a["head_mask"]
     if hm is not None and tuple(hm.shape) not in ((config.n_head,), (config.n_layer, config.n_head)):
         raise ValueError(
@@ -133,12 +136,22 @@ def _validate_cls(config, shape, a) -> None:
     labels = a.get("labels")
     if labels is None:
         return
-    if jnp.issubdtype(labels.dtype, jnp.integer) and config.num_labels > 1 and config.problem_type in (
-        None,
-        "single_label_classification",
-    ):
-        if tuple(labels.shape) != shape[:1]:
+    batch, n = shape[0], config.num_labels
+    integer = jnp.issubdtype(labels.dtype, jnp.integer)
+    problem = config.problem_type
+    if problem is None:  # as transformers infers it (heads.classification_loss)
+        problem = "regression" if n == 1 else "single_label_classification" if integer else "multi_label_classification"
+    if problem == "single_label_classification":
+        if not integer:
+            raise ValueError(f"single_label_classification needs integer class labels, got dtype {labels.dtype}")
+        if labels.size != batch or labels.ndim > 2:  # transformers takes labels.view(-1)
             raise ValueError(f"labels must be [batch] = {shape[:1]}, got shape {tuple(labels.shape)}")
-        _check_range("labels", labels, 0, config.num_labels, allowed=(-100,))
-    elif labels.shape[0] != shape[0]:
-        raise ValueError(f"labels has batch size {labels.shape[0]} but the inputs have {shape[0]}")
+        _check_range("labels", labels, 0, n, allowed=(-100,))
+        return
+    # regression with num_labels=1 squeezes both sides; otherwise labels are [batch, num_labels]
+    expected = ((batch,), (batch, 1)) if problem == "regression" and n == 1 else ((batch, n),)
+    if tuple(labels.shape) not in expected:
+        raise ValueError(
+            f"{problem} with num_labels={n} needs labels of shape {' or '.join(map(str, expected))}, "
+            f"got {tuple(labels.shape)}"
+        )

@@ -50,6 +50,11 @@ IDS = np.array([[1, 2, 3, 4]], np.int32)
         ({"input_ids": IDS, "head_mask": np.ones(4)}, r"head_mask must be \[n_head=3\]"),
         ({"input_ids": IDS, "labels": np.array([[1, 2, 3, 37]])}, "labels holds 37"),
         ({"input_ids": IDS, "labels": np.array([[1, 2, 3]])}, r"labels has shape \(1, 3\)"),
+        (
+            {"input_ids": np.zeros((2, 4), np.int32), "position_ids": np.zeros((3, 4), np.int32)},
+            "position_ids has shape",
+        ),
+        ({"input_ids": IDS, "token_type_ids": np.zeros((1, 1, 4), np.int32)}, "token_type_ids has shape"),
     ],
 )
 def test_lm_rejects(lm, kwargs, message):
@@ -82,6 +87,59 @@ def test_sequence_classification_needs_pad_token_for_batches():
         model(np.zeros((1, 4), np.int32), labels=np.array([2]))
 
 
+def test_classification_labels_shape_and_kind_per_problem_type():
+    ids = np.zeros((2, 4), np.int32)
+    cases = [
+        (
+            {},
+            np.zeros((2, 2), np.float32),
+            r"multi_label_classification with num_labels=3 needs labels of shape \(2, 3\)",
+        ),
+        ({"problem_type": "single_label_classification"}, np.zeros(2, np.float32), "needs integer class labels"),
+        ({"problem_type": "single_label_classification", "num_labels": 1}, np.array([3, 0]), r"labels holds 3"),
+        ({"problem_type": "regression"}, np.zeros(2, np.float32), r"regression with num_labels=3 needs labels"),
+        (
+            {"num_labels": 1},
+            np.zeros((2, 2), np.float32),
+            r"regression with num_labels=1 needs labels of shape \(2,\) or \(2, 1\)",
+        ),
+    ]
+    for overrides, labels, message in cases:
+        model = FlaxOpenAIGPTForSequenceClassification(
+            CONFIG.replace(pad_token_id=0, num_labels=3).replace(**overrides)
+        )
+        with pytest.raises(ValueError, match=message):
+            model(ids, labels=labels)
+
+
+def test_shapes_transformers_takes_are_taken():
+    """[B, 1] class labels, [T] token types and positions, a [B * C, T] double-heads mask: as transformers."""
+    from test_modeling import flax_and_torch, run_both
+
+    config = CONFIG.replace(pad_token_id=0, num_labels=3)
+    rs = np.random.RandomState(0)
+    ids = rs.randint(1, 37, (2, 4)).astype(np.int32)
+    model, tm = flax_and_torch("cls", config)
+    ours, theirs = run_both(
+        model, tm, {"input_ids": ids, "labels": np.array([[2], [0]]), "token_type_ids": np.array([0, 3, 3, 1])}
+    )
+    np.testing.assert_allclose(float(ours.loss), float(theirs.loss), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.logits), theirs.logits.numpy(), atol=1e-5)
+    model, tm = flax_and_torch("double", config)
+    ids = rs.randint(1, 37, (2, 3, 4)).astype(np.int32)
+    mask = np.ones((6, 4), np.int32)
+    mask[1, 3:] = 0
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": np.array([0, 1, 2, 3]),
+        "mc_token_ids": np.full((2, 3), 2),
+    }
+    ours, theirs = run_both(model, tm, inputs)
+    np.testing.assert_allclose(np.asarray(ours.mc_logits), theirs.mc_logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.logits), theirs.logits.numpy(), atol=1e-5)
+
+
 def test_train_needs_a_dropout_key(lm):
     with pytest.raises(ValueError, match="dropout_rng"):
         lm(IDS, train=True)
@@ -101,16 +159,18 @@ def test_value_checks_skip_traced_values_but_shapes_still_fail(lm):
 
 
 def test_checkpoint_shapes_that_do_not_fit_the_config(tmp_path):
-    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24,
-                                                                         n_layer=2, n_head=3))
+    hf = transformers.OpenAIGPTLMHeadModel(
+        transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24, n_layer=2, n_head=3)
+    )
     hf.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"tokens_embed.weight.*\(37, 24\).*\(40, 24\)"):
         FlaxOpenAIGPTLMHeadModel.from_pretrained(tmp_path, vocab_size=40)
 
 
 def test_base_model_from_head_checkpoint_reports_unused_keys(tmp_path):
-    hf = transformers.OpenAIGPTDoubleHeadsModel(transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24,
-                                                                             n_layer=2, n_head=3))
+    hf = transformers.OpenAIGPTDoubleHeadsModel(
+        transformers.OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24, n_layer=2, n_head=3)
+    )
     hf.save_pretrained(tmp_path)
     model, info = FlaxOpenAIGPTModel.from_pretrained(tmp_path, output_loading_info=True)
     assert info["missing_keys"] == []

@@ -507,3 +507,5 @@ def test_resize_token_embeddings_shrinks_and_rejects_bad_sizes():
         model(np.array([[1, 31]], np.int32))
     with pytest.raises(ValueError, match="new_num_tokens"):
         model.resize_token_embeddings(0)
+    model.resize_token_embeddings(np.int64(28))  # e.g. len(tokenizer) read back from numpy
+    assert model.config.vocab_size == 28 and isinstance(model.config.vocab_size, int)
