@@ -217,8 +217,6 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         shared = source is not None and getattr(lm_head, "source", None) == source
         mismatch = not shared and tokens is not None and not np.array_equal(cast(lm_head), tokens)
     unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
-    if head == "base" and TIED_KEY in unexpected:
-        unexpected.remove(TIED_KEY)
     return LoadResult(params, missing, unexpected, mismatch, partial_layers)
 
 

@@ -178,3 +178,8 @@ def test_base_model_from_head_checkpoint_reports_unused_keys(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(model.params["positions_embed"]["embedding"]), hf.transformer.positions_embed.weight.detach().numpy()
     )
+    hf.save_pretrained(tmp_path / "bin", safe_serialization=False)  # a .bin keeps the tied lm_head.weight
+    _, info = FlaxOpenAIGPTModel.from_pretrained(tmp_path / "bin", output_loading_info=True)
+    _, their_info = transformers.OpenAIGPTModel.from_pretrained(tmp_path / "bin", output_loading_info=True)
+    assert sorted(info["unexpected_keys"]) == sorted(their_info["unexpected_keys"])
+    assert "lm_head.weight" in info["unexpected_keys"]
