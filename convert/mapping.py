@@ -207,6 +207,8 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
             _check_shape(entry.hf, array, entry.shape(config))
             _set(params, entry.flax, entry.to_flax(cast(array)))
             used.add(entry.hf)
+    if head == "double":  # summary_use_proj=False: a head with no weights, still a node of the tree
+        params.setdefault("multiple_choice_head", {})
 
     mismatch = False
     if TIED_KEY in state_dict and head in ("lm", "double"):

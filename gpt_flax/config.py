@@ -26,6 +26,9 @@ SUMMARY_ACTIVATIONS = (
     "gelu_accurate", "gelu_fast", "gelu_10", "quick_gelu", "laplace", "mish", "leaky_relu", "relu2", "relu6",
 )  # fmt: skip
 ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
+# config.json keys that describe a checkpoint, not the model: configs differing only in them are
+# equal (and share compilations), as a model and the same model saved and loaded back.
+METADATA_KEYS = frozenset(("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +134,9 @@ class OpenAIGPTConfig:
 
     # -- hashing: dict fields are compared by value so the config can be static under jit ------
     def _key(self):
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        d = dataclasses.asdict(self)
+        d["extra"] = {k: v for k, v in d["extra"].items() if k not in METADATA_KEYS}
+        return json.dumps(d, sort_keys=True, default=str)
 
     def __hash__(self):
         return hash(self._key())

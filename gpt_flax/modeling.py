@@ -76,6 +76,11 @@ class OpenAIGPTModule(nn.Module):
             "cls": {"labels": labels},
             "double": {"labels": labels, "mc_token_ids": mc_token_ids, "mc_labels": mc_labels},
         }[self.head]
+        # The pure function checks what it can too: shapes always (they are static under jit), values
+        # when concrete. Through the model's door this repeats the door's checks once per compilation.
+        inputs = {k: as_array(k, v) for k, v in inputs.items()}
+        head_inputs = {k: as_array(k, v) for k, v in head_inputs.items()}
+        validate_inputs(self.config, self.head, {**inputs, **head_inputs})
         flags = {
             "output_attentions": output_attentions,
             "output_hidden_states": output_hidden_states,

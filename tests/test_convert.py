@@ -472,3 +472,16 @@ def test_unwritable_destinations_are_named(tmp_path, capsys, torch_models, dst, 
     rc, _, err = run_cli(capsys, src, dst)
     assert rc == 1 and message in err and ".tmp-" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_double_heads_without_projection_round_trips_and_configs_stay_equal(tmp_path):
+    config = OpenAIGPTConfig(**TINY, summary_use_proj=False)
+    model = flax_class("double")(config)
+    ids = np.ones((1, 2, 5), np.int32)
+    for fmt in ("flax", "hf"):
+        model.save_pretrained(tmp_path / fmt, format=fmt)
+        loaded = flax_class("double").from_pretrained(tmp_path / fmt)
+        np.testing.assert_array_equal(np.asarray(loaded(ids).mc_logits), np.asarray(model(ids).mc_logits))
+        # what save_pretrained adds (architectures, dtype) describes the file, not the model: the
+        # configs are equal, so the two models share their compiled forward
+        assert loaded.config == model.config and hash(loaded.config) == hash(model.config)

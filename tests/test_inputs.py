@@ -140,6 +140,18 @@ def test_shapes_transformers_takes_are_taken():
     np.testing.assert_allclose(np.asarray(ours.logits), theirs.logits.numpy(), atol=1e-5)
 
 
+def test_the_pure_function_checks_shapes_too(lm):
+    """model.module.apply is the function users jit: static checks run there, values when concrete."""
+    apply = lambda ids: lm.module.apply({"params": lm.params}, ids).logits
+    with pytest.raises(ValueError, match="exceeds n_positions=11"):
+        jax.jit(apply)(jnp.zeros((1, 12), jnp.int32))
+    with pytest.raises(ValueError, match=r"input_ids must be \[batch, seq_len\]"):
+        apply(np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="input_ids holds 37"):
+        apply(np.array([[1, 37]], np.int32))
+    np.testing.assert_allclose(np.asarray(apply(IDS)), np.asarray(lm(IDS).logits), atol=1e-6)
+
+
 def test_train_needs_a_dropout_key(lm):
     with pytest.raises(ValueError, match="dropout_rng"):
         lm(IDS, train=True)
