@@ -18,6 +18,7 @@ without storing it, and the XLA path and the kernels drop exactly the same entri
 
 Implementations (`OpenAIGPTConfig.attention_impl`):
     "auto"    (default) the Pallas kernels on CUDA and TPU, XLA on the CPU, picked when lowered
+              (in a process without a GPU or TPU, plain "xla": every autodiff mode works)
     "pallas"  `gpt_flax.kernels.flash_attention` everywhere; on the CPU in Pallas' interpreter (slow)
     "cudnn"   `jax.nn.dot_product_attention`'s cuDNN kernel on CUDA for bf16/fp16 without dropout
     "xla"     `xla_attention`, the reference
@@ -49,7 +50,7 @@ def fmix32(x):
 
 def dropout_row_hash(seed, bh, q):
     """Per-(batch*head, query) hash; uint32 arrays that broadcast. `bh` = b * H + h."""
-    return fmix32(fmix32(seed.astype(jnp.uint32) ^ bh.astype(jnp.uint32)) ^ q.astype(jnp.uint32))
+    return fmix32(fmix32(jnp.asarray(seed).astype(jnp.uint32) ^ bh.astype(jnp.uint32)) ^ q.astype(jnp.uint32))
 
 
 def dropout_keep(row_hash, k, rate: float):
@@ -202,8 +203,20 @@ def _has_cuda() -> bool:
 
 
 def auto_attention(q, k, v, **kwargs):
-    """The Pallas kernels on GPU and TPU, plain XLA on the CPU, chosen when lowered."""
+    """The Pallas kernels on GPU and TPU, plain XLA on the CPU, chosen when lowered.
+
+    In a process with no GPU or TPU it is `xla_attention` itself: the kernels' custom_vjp would
+    stop forward-mode and higher-order autodiff (jax.jvp, hessians) there, and their Pallas
+    branches would be traced for nothing. To export for a GPU or TPU from such a process, use
+    "pallas".
+    """
+    if not _has_accelerator():
+        return xla_attention(q, k, v, **kwargs)
     return _flash("xla")(q, k, v, **kwargs)
+
+
+def _has_accelerator() -> bool:
+    return jax.default_backend() != "cpu"
 
 
 _IMPLEMENTATIONS: dict[str, Callable] = {

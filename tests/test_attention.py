@@ -101,3 +101,47 @@ def test_pallas_rejects_heads_wider_than_256():
     q = jnp.zeros((1, 4, 1, 272))
     with pytest.raises(ValueError, match="head_dim up to 256"):
         attention(q, q, q, impl="pallas")
+
+
+def test_auto_on_a_cpu_only_process_supports_every_autodiff_mode():
+    """No GPU or TPU here: "auto" is plain XLA, so forward mode and second order work on the model."""
+    from gpt_flax import FlaxOpenAIGPTLMHeadModel, OpenAIGPTConfig
+
+    assert jax.default_backend() == "cpu"
+    config = OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=16, n_layer=1, n_head=2)
+    model = FlaxOpenAIGPTLMHeadModel(config)
+    ids = np.array([[1, 2, 3, 4, 5]], np.int32)
+    loss = lambda p: model(ids, labels=ids, params=p).loss
+    tangent = jax.tree_util.tree_map(jnp.ones_like, model.params)
+    _, forward = jax.jvp(loss, (model.params,), (tangent,))
+    reverse = sum(
+        jnp.vdot(g, t)
+        for g, t in zip(jax.tree_util.tree_leaves(jax.grad(loss)(model.params)), jax.tree_util.tree_leaves(tangent))
+    )
+    np.testing.assert_allclose(float(forward), float(reverse), rtol=1e-4)
+    _, hvp = jax.jvp(jax.grad(loss), (model.params,), (tangent,))  # forward over reverse
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(hvp))
+
+
+@pytest.mark.parametrize("impl", ["auto", "pallas"])
+def test_runs_under_shard_map(impl):
+    """Data parallel with jax.shard_map (its varying-axes check on): the kernels' outputs say how they vary."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    q, k, v = qkv(3)
+
+    def step(q, k, v):
+        out = attention(q, k, v, impl=impl, attention_mask=jnp.ones(q.shape[:2]))[0]
+        return jax.lax.pmean(jnp.sum(out), "batch")
+
+    spec = PartitionSpec("batch")
+    sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(spec, spec, spec), out_specs=PartitionSpec()))
+    expected = jnp.sum(xla_attention(q, k, v)[0])
+    np.testing.assert_allclose(float(sharded(q, k, v)), float(expected), rtol=1e-5)
+    grads = jax.jit(
+        jax.grad(
+            lambda q: jax.shard_map(step, mesh=mesh, in_specs=(spec, spec, spec), out_specs=PartitionSpec())(q, k, v)
+        )
+    )(q)
+    np.testing.assert_allclose(grads, jax.grad(lambda q: jnp.sum(xla_attention(q, k, v)[0]))(q), atol=1e-5)

@@ -12,8 +12,10 @@ Positions come from 2-D `broadcasted_iota`, which both Triton and Mosaic lower (
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -38,6 +40,9 @@ class TileMath:
     dropout_rate: float = 0.0
     has_bias: bool = False
     has_head_mask: bool = False
+    # Of every product in the kernels: HIGHEST for float32 inputs, which Triton would otherwise run
+    # in TF32 (10-bit mantissa, ~1e-3 off); None (the default) for bfloat16 and float16.
+    precision: lax.Precision | None = None
 
     @property
     def scale(self) -> float:
@@ -53,6 +58,41 @@ class TileMath:
         return 1.0 / (1.0 - self.dropout_rate)
 
 
+def kernel_output(shape, dtype, like):
+    """A kernel output's ShapeDtypeStruct. Inside `jax.shard_map` (checking which mesh axes values
+    vary over) it must vary as the inputs do: `like`'s manual axes (`vma` in newer JAX)."""
+    aval = jax.typeof(like)
+    for name in ("manual_axis_type", "vma"):
+        if name in _STRUCT_FIELDS and getattr(aval, name, None) is not None:
+            return jax.ShapeDtypeStruct(shape, dtype, **{name: getattr(aval, name)})
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+_STRUCT_FIELDS = frozenset(inspect.signature(jax.ShapeDtypeStruct).parameters)
+
+
+def _varying_axes(x) -> frozenset:
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", None) or ())
+
+
+def vary_like(x, like):
+    """`x` marked as varying over the `jax.shard_map` axes `like` varies over (a no-op outside one).
+
+    A custom VJP must return cotangents that vary as its inputs do; an input that is the same on
+    every shard (head_mask) gets a per-shard kernel gradient, so it is made per-shard first and
+    JAX sums its cotangent over the shards when it transposes this."""
+    axes = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
+    if not axes:
+        return x
+    if hasattr(lax, "pcast"):
+        return lax.pcast(x, axes, to="varying")
+    return lax.pvary(x, axes)
+
+
 def positions(bq: int, bk: int, q_start, k_start):
     """Absolute query [bq, 1]-like and key [1, bk]-like positions of a tile, as [bq, bk] int32."""
     q_pos = lax.broadcasted_iota(jnp.int32, (bq, bk), 0) + q_start
@@ -66,7 +106,7 @@ def tile_scores(math_: TileMath, q, k, *, q_start, k_start, causal: bool, bias=N
     q [bq, K], k [bk, K] in the input dtype, accumulated in float32. `causal` is static: tiles
     entirely at or below the diagonal skip the compare-and-select. `bias` broadcasts as [1, bk].
     """
-    s = lax.dot_general(q, k, NT_DIMS, preferred_element_type=jnp.float32) * math_.scale
+    s = lax.dot_general(q, k, NT_DIMS, preferred_element_type=jnp.float32, precision=math_.precision) * math_.scale
     if causal:
         q_pos, k_pos = positions(q.shape[0], k.shape[0], q_start, k_start)
         s = jnp.where(k_pos <= q_pos, s, CAUSAL_MASK_VALUE)

@@ -1,10 +1,11 @@
 """`flash_attention`: GPT-1's attention as one differentiable function with a Pallas kernel per platform.
 
 The backend is chosen when the function is lowered, not when it is traced
-(`jax.lax.platform_dependent`), so one jitted function carries the Triton kernels for CUDA, the
+(`jax.lax.platform_dependent`), so one jitted function lowers to the Triton kernels for CUDA, the
 Mosaic kernels for TPU, and, for the CPU, either the same Triton kernels run by Pallas'
 interpreter (`cpu="interpret"`, for tests) or plain XLA (`cpu="xla"`, what `attention_impl="auto"`
-uses). A `custom_vjp` keeps only q, k, v, the output and the per-row log-sum-exp; the backward
+uses), whichever platform it is lowered for (one at a time: Pallas refuses a multi-platform
+export that holds both kernel families). A `custom_vjp` keeps only q, k, v, the output and the per-row log-sum-exp; the backward
 kernels recompute the probabilities tile by tile, and the dropout mask from its hash.
 
     out = flash_attention(q, k, v, attention_mask=m, head_mask=hm, dropout_rate=0.1, dropout_seed=s)
@@ -25,7 +26,7 @@ from jax import lax
 
 from gpt_flax.attention import CAUSAL_MASK_VALUE, causal_mask, dropout_keep, dropout_row_hash
 from gpt_flax.kernels import flash_gpu, flash_tpu
-from gpt_flax.kernels.common import TileMath
+from gpt_flax.kernels.common import TileMath, vary_like
 
 MAX_HEAD_DIM = 256
 CPU_MODES = ("interpret", "interpret_tpu", "xla")
@@ -232,6 +233,10 @@ def flash_attention(
         raise ValueError(
             f"flash_attention needs q, k, v of one shape [B, T, H, K]; got {q.shape=}, {k.shape=}, {v.shape=}"
         )
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"flash_attention needs q, k, v of one dtype; got {q.dtype=}, {k.dtype=}, {v.dtype=}")
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, seq):
+        raise ValueError(f"attention_mask must be [B, T] = {(batch, seq)}; got shape {tuple(attention_mask.shape)}")
     if head_dim > MAX_HEAD_DIM:
         raise ValueError(f"flash_attention supports head_dim up to {MAX_HEAD_DIM}; got {head_dim=}")
     if cpu not in CPU_MODES:
@@ -249,11 +254,13 @@ def flash_attention(
     else:
         row_hash = jnp.zeros((batch, heads, seq), jnp.uint32)
     hm = jnp.ones((heads,), jnp.float32) if head_mask is None else jnp.asarray(head_mask).astype(jnp.float32)
+    hm = vary_like(hm, q)
     math_ = TileMath(
         head_dim=head_dim,
         dropout_rate=float(dropout_rate) if has_dropout else 0.0,
         has_bias=attention_mask is not None,
         has_head_mask=head_mask is not None,
+        precision=lax.Precision.HIGHEST if q.dtype == jnp.float32 else None,
     )
     out = _flash(_Plan(math_, cpu, gpu_blocks, tpu_blocks), q, k, v, bias, row_hash, hm)
     if attention_mask is None:
@@ -309,5 +316,6 @@ def _unseeing_rows(out, v, attention_mask, row_hash, hm, math_: TileMath):
             res = res * hm[None, None, :, None]
         return res.astype(out.dtype)
 
-    fixed = lax.cond(jnp.any(unseeing), uniform, lambda v: jnp.zeros(out.shape, out.dtype), v)
+    # Without such rows `fixed` is `out` itself (not zeros: under shard_map it must vary as out does).
+    fixed = lax.cond(jnp.any(unseeing), lambda v, out: uniform(v), lambda v, out: out, v, out)
     return jnp.where(unseeing[:, :, None, None], fixed, out)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
@@ -30,6 +29,7 @@ from gpt_flax.kernels.common import (
     TileMath,
     causal_kv_blocks,
     causal_q_blocks,
+    kernel_output,
     tile_keep,
     tile_scores,
 )
@@ -117,7 +117,9 @@ def _fwd_kernel(q_ref, k_ref, v_ref, bias_ref, hash_ref, hm_ref, o_ref, lse_ref,
         if m.has_dropout:
             p = jnp.where(tile_keep(m, row_hash, bq=bq, bk=bk, k_start=k_start), p, 0.0)
         v = v_ref[keys, :]
-        acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        acc = alpha[:, None] * acc + jnp.dot(
+            p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=m.precision
+        )
         return acc, m_new, l_new
 
     n_full, n_visible = causal_kv_blocks(q_start, bq, bk, k_ref.shape[0] // bk)
@@ -153,8 +155,8 @@ def forward(m: TileMath, blocks: GPUBlockSizes, q, k, v, bias, row_hash, head_ma
         ],
         out_specs=[q_tile, row_tile],
         out_shape=[
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
-            jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32),
+            kernel_output(q.shape, q.dtype, q),
+            kernel_output((batch, heads, seq), jnp.float32, q),
         ],
         compiler_params=plgpu.CompilerParams(num_warps=blocks.num_warps, num_stages=blocks.num_stages),
         interpret=interpret,
@@ -174,7 +176,7 @@ def _tile_grads(m: TileMath, q, k, v, do, lse, delta, row_hash, hm, bias, *, q_s
     # min(., 0): p <= 1 even where the backward's tiles reach keys the forward's did not and the
     # row saw only padded keys (lse ~ finfo.min); exact elsewhere, since s <= lse.
     p = jnp.exp(jnp.minimum(s - lse, 0.0))  # [bq, bk]
-    dp_raw = lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    dp_raw = lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32, precision=m.precision)
     if m.has_dropout:
         keep = tile_keep(m, row_hash, bq=bq, bk=bk, k_start=k_start)
         p_kept = jnp.where(keep, p, 0.0)
@@ -217,8 +219,12 @@ def _dkdv_kernel(
             k_start=k_start,
             causal=causal,
         )
-        dv = dv + lax.dot_general(p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32)
-        dk = dk + lax.dot_general(ds.astype(q.dtype), q, TN_DIMS, preferred_element_type=jnp.float32)
+        dv = dv + lax.dot_general(
+            p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision
+        )
+        dk = dk + lax.dot_general(
+            ds.astype(q.dtype), q, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision
+        )
         return dk, dv
 
     first, first_full = causal_q_blocks(k_start, bq, bk, q_ref.shape[0] // bq)
@@ -250,7 +256,7 @@ def _dq_kernel(
         p_kept, ds, dp_raw = _tile_grads(
             m, q, k, v_ref[keys, :], do, lse, delta, row_hash, hm, bias, q_start=q_start, k_start=k_start, causal=causal
         )
-        dq = dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+        dq = dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32, precision=m.precision)
         if m.has_head_mask:
             dhm = dhm + jnp.sum(p_kept * dp_raw, axis=1)
         return dq, dhm
@@ -315,9 +321,13 @@ def _fused_bwd_kernel(
             causal=causal,
         )
         ds = ds.astype(q.dtype)
-        dv = dv + lax.dot_general(p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32)
-        dk = dk + lax.dot_general(ds, q, TN_DIMS, preferred_element_type=jnp.float32)
-        plgpu.atomic_add(dq_ref, (rows, slice(None)), jnp.dot(ds, k, preferred_element_type=jnp.float32))
+        dv = dv + lax.dot_general(
+            p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision
+        )
+        dk = dk + lax.dot_general(ds, q, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision)
+        plgpu.atomic_add(
+            dq_ref, (rows, slice(None)), jnp.dot(ds, k, preferred_element_type=jnp.float32, precision=m.precision)
+        )
         if m.has_head_mask:
             dhm = dhm + jnp.sum(p_kept * dp_raw, axis=0)
         return dk, dv, dhm
@@ -355,10 +365,10 @@ def _fused_backward(m: TileMath, blocks: GPUBlockSizes, q, k, v, bias, row_hash,
         ],
         out_specs=[full_seq, key_tile, key_tile, pl.BlockSpec((None, None, bk), lambda i, b, h: (b, h, i))],
         out_shape=[
-            jax.ShapeDtypeStruct(q.shape, jnp.float32),
-            jax.ShapeDtypeStruct(k.shape, k.dtype),
-            jax.ShapeDtypeStruct(v.shape, v.dtype),
-            jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32),
+            kernel_output(q.shape, jnp.float32, q),
+            kernel_output(k.shape, k.dtype, q),
+            kernel_output(v.shape, v.dtype, q),
+            kernel_output((batch, heads, seq), jnp.float32, q),
         ],
         input_output_aliases={9: 0},
         compiler_params=plgpu.CompilerParams(num_warps=blocks.num_warps_bwd, num_stages=blocks.num_stages_bwd),
@@ -406,7 +416,7 @@ def backward(
             head,
         ],
         out_specs=[tile(bk), tile(bk)],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        out_shape=[kernel_output(k.shape, k.dtype, q), kernel_output(v.shape, v.dtype, q)],
         compiler_params=params,
         interpret=interpret,
         name="gpt_flash_bwd_dkdv",
@@ -418,7 +428,7 @@ def backward(
         grid=(seq // bq, batch, heads),
         in_specs=[tile(bq), full_seq, full_seq, full_bias, tile(bq), row_tile(bq), row_tile(bq), row_tile(bq), head],
         out_specs=[tile(bq), row_tile(bq)],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32)],
+        out_shape=[kernel_output(q.shape, q.dtype, q), kernel_output((batch, heads, seq), jnp.float32, q)],
         compiler_params=params,
         interpret=interpret,
         name="gpt_flash_bwd_dq",

@@ -18,13 +18,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from gpt_flax.kernels.common import TN_DIMS, TileMath, tile_keep, tile_scores
+from gpt_flax.kernels.common import TN_DIMS, TileMath, kernel_output, tile_keep, tile_scores
 
 LANES = 128  # TPU vector lane width: minor block dims are multiples of it (or the full dim)
 
@@ -98,7 +97,9 @@ def _fwd_kernel(
         if m.has_dropout:
             p = jnp.where(tile_keep(m, hash_ref[...], bq=bq, bk=bk, k_start=k_start), p, 0.0)
         v = v_ref[...]
-        acc_scr[...] = alpha * acc_scr[...] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        acc_scr[...] = alpha * acc_scr[...] + jnp.dot(
+            p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=m.precision
+        )
 
     visible = k_start <= q_start + bq - 1
     below = k_start + bk - 1 <= q_start
@@ -137,8 +138,8 @@ def forward(m: TileMath, blocks: TPUBlockSizes, q, k, v, bias, row_hash, head_ma
         ],
         out_specs=[q_tile, row_tile],
         out_shape=[
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
-            jax.ShapeDtypeStruct((batch, heads, seq, 1), jnp.float32),
+            kernel_output(q.shape, q.dtype, q),
+            kernel_output((batch, heads, seq, 1), jnp.float32, q),
         ],
         scratch_shapes=[
             pltpu.VMEM((bq, 1), jnp.float32),
@@ -167,7 +168,9 @@ def _tile_grads(
         bias=bias_ref[...] if m.has_bias else None,
     )
     p = jnp.exp(jnp.minimum(s - lse_ref[...], 0.0))  # [bq, bk]; min: see flash_gpu._tile_grads
-    dp_raw = lax.dot_general(do_ref[...], v_ref[...], (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    dp_raw = lax.dot_general(
+        do_ref[...], v_ref[...], (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32, precision=m.precision
+    )
     if m.has_dropout:
         keep = tile_keep(m, hash_ref[...], bq=bq, bk=bk, k_start=k_start)
         p_kept = jnp.where(keep, p, 0.0)
@@ -224,8 +227,12 @@ def _dkdv_kernel(
             causal=causal,
         )
         do, q = do_ref[...], q_ref[...]
-        dv_scr[...] += lax.dot_general(p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32)
-        dk_scr[...] += lax.dot_general(ds.astype(q.dtype), q, TN_DIMS, preferred_element_type=jnp.float32)
+        dv_scr[...] += lax.dot_general(
+            p_kept.astype(do.dtype), do, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision
+        )
+        dk_scr[...] += lax.dot_general(
+            ds.astype(q.dtype), q, TN_DIMS, preferred_element_type=jnp.float32, precision=m.precision
+        )
 
     visible = q_start + bq - 1 >= k_start
     above = q_start >= k_start + bk - 1  # every row of the block sees every key
@@ -285,7 +292,7 @@ def _dq_kernel(
             causal=causal,
         )
         k = k_ref[...]
-        dq_scr[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+        dq_scr[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32, precision=m.precision)
         if m.has_head_mask:
             dhm_scr[...] += jnp.sum(p_kept * dp_raw, axis=1, keepdims=True)
 
@@ -331,7 +338,7 @@ def backward(
             smem,
         ],
         out_specs=[kv_tile, kv_tile],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        out_shape=[kernel_output(k.shape, k.dtype, q), kernel_output(v.shape, v.dtype, q)],
         scratch_shapes=[pltpu.VMEM((bk, kd), jnp.float32), pltpu.VMEM((bk, kd), jnp.float32)],
         compiler_params=_compiler_params(),
         interpret=interpret,
@@ -362,7 +369,7 @@ def backward(
             smem,
         ],
         out_specs=[q_tile, row_tile],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, seq, 1), jnp.float32)],
+        out_shape=[kernel_output(q.shape, q.dtype, q), kernel_output((batch, heads, seq, 1), jnp.float32, q)],
         scratch_shapes=[pltpu.VMEM((bq, kd), jnp.float32), pltpu.VMEM((bq, 1), jnp.float32)],
         compiler_params=_compiler_params(),
         interpret=interpret,
