@@ -12,14 +12,16 @@ that has passed, and then atomically (`convert.writers`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import shutil
 import sys
 import time
 
 import numpy as np
 
 from convert.mapping import ARCHITECTURES, HEADS, PREFIX, _get, _set, flax_paths, flax_to_hf, head_table, hf_to_flax
-from convert.readers import Checkpoint, load_checkpoint
+from convert.readers import COMPANION_FILES, Checkpoint, load_checkpoint
 from convert.tensors import FLOAT_DTYPES, Tensor
 from convert.writers import atomic_directory, check_destination, param_dtype, write_flax, write_hf
 from gpt_flax.config import OpenAIGPTConfig
@@ -147,6 +149,7 @@ def convert(
             files = write_flax(tmp, params, config, head, bar.update)
         else:
             files = write_hf(tmp, flax_to_hf(params, config, head), config, head, bin=bin, on_write=bar.update)
+        files.update(_copy_companions(checkpoint.directory, tmp))
     return ConvertReport(
         src=str(src),
         dst=str(dst),
@@ -162,6 +165,17 @@ def convert(
         files=files,
         seconds=time.perf_counter() - start,
     )
+
+
+def _copy_companions(src_dir, dst_dir: str) -> dict:
+    """Copy the tokenizer and generation files the source holds, so DST loads as SRC did."""
+    copied = {}
+    for name in COMPANION_FILES:
+        path = os.path.join(src_dir, name) if src_dir else None
+        if path and os.path.isfile(path):
+            shutil.copyfile(path, os.path.join(dst_dir, name))
+            copied[name] = os.path.getsize(path)
+    return copied
 
 
 def _bar(enabled: bool, stage: str, total: int):

@@ -43,6 +43,17 @@ FORMATS = {
     "original": original.SHAPES_NAME,
 }
 # format -> the files (glob patterns) to fetch from the Hub for it, besides config.json.
+# Files beside the weights that a converted model still needs (the tokenizer's, generate's defaults):
+# fetched with the weights from the Hub, copied by `gpt-flax convert`.
+COMPANION_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+)
 HUB_PATTERNS = {
     "flax": [FLAX_WEIGHTS_NAME],
     "safetensors": [SAFETENSORS_NAME],
@@ -164,7 +175,8 @@ def _published_config(directory: str) -> OpenAIGPTConfig:
     if any(fields[k] != v for k, v in original.PUBLISHED.items() if k in fields):
         raise FileNotFoundError(
             f"{directory} is an original release of a size other than the published one, and has no {CONFIG_NAME}: "
-            "n_head cannot be read off the arrays, so put a config.json beside them (or pass one)"
+            "n_head cannot be read off the arrays, so put a config.json beside them or pass one "
+            "(gpt-flax convert --config FILE; from_pretrained(..., config=OpenAIGPTConfig(...)))"
         )
     return OpenAIGPTConfig(**fields, n_head=original.PUBLISHED["n_head"])
 
@@ -200,7 +212,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> 
         fmt = next((f for f, name in FORMATS.items() if name in files), None)
         if fmt is None:
             raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
-        patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt]
+        patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt] + [f for f in COMPANION_FILES if f in files]
         return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
     except errors.HFValidationError:
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None

@@ -110,6 +110,13 @@ class TextGenerationPipeline:
         for text, row in zip(texts, rows):
             if not row:
                 raise ValueError(f"the prompt {text!r} has no tokens: GPT has no start token to generate from")
+        vocab = self.model.config.vocab_size
+        for text, row in zip(texts, rows):
+            if max(row) >= vocab:
+                raise ValueError(
+                    f"the tokenizer gives id {max(row)} for {text!r}, but the model's vocab_size={vocab}: "
+                    f"the tokenizer ({len(self.tokenizer)} tokens) does not belong to this model"
+                )
         width = max(len(r) for r in rows)
         ids = np.zeros((len(rows), width), np.int32)
         mask = np.zeros((len(rows), width), np.int32)

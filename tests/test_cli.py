@@ -53,3 +53,16 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for name in ("convert", "generate", "init-random"):
         assert name in text
+
+
+def test_init_random_refuses_a_non_empty_directory_and_sampling_flags_conflict(tmp_path, capsys):
+    (tmp_path / "old.txt").write_text("keep me")
+    assert main(["init-random", str(tmp_path), "--n-embd", "16", "--n-head", "2", "--n-layer", "1"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["init-random", str(tmp_path), "--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--overwrite"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["generate", "hi", "--model", str(tmp_path), "--do-sample", "--greedy"])
+    assert "not allowed with" in capsys.readouterr().err
+    assert main(["generate", "hi", "--model", str(tmp_path), "--compile-cache", ""]) == 1
+    assert "--tokenizer" in capsys.readouterr().err

@@ -452,7 +452,8 @@ def test_cli_summary_and_verify(tmp_path, capsys, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
     rc, out, _ = run_cli(capsys, src, tmp_path / "dst", "--head", "double", "--to", "hf", "--verify", "--quiet")
     assert rc == 0, out
-    assert "parameters: " in out and "multiple_choice_head.summary.weight" in out and "bytes in 2 files" in out
+    # 3 files: the config, the weights and the source's generation_config.json
+    assert "parameters: " in out and "multiple_choice_head.summary.weight" in out and "bytes in 3 files" in out
     line = next(x for x in out.splitlines() if x.startswith("verify: max abs difference"))
     assert float(line.split("mc_logits ")[1].split()[0]) < 1e-5
     help_text = subprocess.run(
@@ -485,3 +486,19 @@ def test_double_heads_without_projection_round_trips_and_configs_stay_equal(tmp_
         # what save_pretrained adds (architectures, dtype) describes the file, not the model: the
         # configs are equal, so the two models share their compiled forward
         assert loaded.config == model.config and hash(loaded.config) == hash(model.config)
+
+
+def test_convert_keeps_the_tokenizer_files(tmp_path, torch_models, capsys):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+    for name in ("vocab.json", "merges.txt"):
+        with open(os.path.join(fixtures, name), "rb") as f, open(os.path.join(src, name), "wb") as g:
+            g.write(f.read())
+    report = convert(src, tmp_path / "dst")
+    assert {"vocab.json", "merges.txt", "generation_config.json"} <= set(report.files)
+    from gpt_flax import OpenAIGPTTokenizer
+
+    assert OpenAIGPTTokenizer.from_pretrained(tmp_path / "dst").encode("hello world") == [3570, 1276]
+    # the tiny model's 37 ids do not cover the real tokenizer's: generate says so
+    assert main(["generate", "hello", "--model", str(tmp_path / "dst"), "--greedy", "--compile-cache", ""]) == 1
+    assert "vocab_size=37" in capsys.readouterr().err

@@ -34,8 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None,
                    help="total length in tokens, prompt included (default: 256 new tokens, as transformers' text-generation pipeline)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens to generate (wins over --max-length)")
-    p.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
-    p.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding (the default is to sample)")
+    sampling = p.add_mutually_exclusive_group()
+    sampling.add_argument("--do-sample", action="store_true", default=None, help="sample (the default)")
+    sampling.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding instead of sampling")
     p.add_argument("--temperature", type=float, default=None, help="divide the logits by this before sampling (> 0)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (>= 1)")
     p.add_argument("--top-p", type=float, default=None,
@@ -101,6 +102,8 @@ def run(args) -> int:
     _check_local(args.model, "--model")
     if args.tokenizer:
         _check_local(args.tokenizer, "--tokenizer")
+    if not args.tokenizer and os.path.isdir(args.model) and not os.path.isfile(os.path.join(args.model, "vocab.json")):
+        raise FileNotFoundError(f"{args.model} holds no tokenizer (vocab.json + merges.txt); pass --tokenizer DIR")
     options = _generate_options(args)
     generator = pipeline("text-generation", model=args.model, tokenizer=args.tokenizer or args.model)
     if not args.stream:

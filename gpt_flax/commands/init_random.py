@@ -10,6 +10,7 @@ and, with --tokenizer, the tokenizer's files, so `gpt-flax generate --model DIR`
 from __future__ import annotations
 
 import argparse
+import os
 
 HEADS = {"base": "FlaxOpenAIGPTModel", "lm": "FlaxOpenAIGPTLMHeadModel", "double": "FlaxOpenAIGPTDoubleHeadsModel",
          "cls": "FlaxOpenAIGPTForSequenceClassification"}
@@ -32,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-positions", type=int, default=512, help="maximum sequence length (default 512)")
     p.add_argument("--vocab-size", type=int, default=40478, help="vocabulary size without --tokenizer (default 40478)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="write into DIR even if it is not empty")
     return p
 
 
@@ -39,6 +41,8 @@ def run(args) -> int:
     import gpt_flax
     from gpt_flax import OpenAIGPTConfig
 
+    if os.path.isdir(args.directory) and os.listdir(args.directory) and not args.overwrite:
+        raise FileExistsError(f"{args.directory} exists and is not empty; pass --overwrite to write into it")
     tokenizer = None
     vocab_size = args.vocab_size
     if args.tokenizer is not None:
