@@ -25,6 +25,7 @@ from convert.mapping import HEADS, _set, flax_paths, flax_to_hf, head_from_archi
 from convert.safetensors_io import open_safetensors, read_safetensors
 from convert.torch_zip import read_torch_zip
 from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig
+from gpt_flax.hub import hub_offline
 
 FLAX_WEIGHTS_NAME = "flax_model.safetensors"
 FLAX_FORMAT = "gpt-flax"  # the `format` in our Flax file's safetensors metadata
@@ -194,19 +195,13 @@ def resolve_directory(
     return _hub_snapshot(path, revision, cache_dir)
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> str:
     import huggingface_hub as hub
     from huggingface_hub import errors
 
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        if _hub_offline():
+        if hub_offline():
             return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
         files = set(hub.list_repo_files(repo_id, revision=revision))
         fmt = next((f for f, name in FORMATS.items() if name in files), None)

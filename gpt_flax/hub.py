@@ -39,7 +39,8 @@ def resolve_file(
     return _hub_download(str(path_or_hub_id), filename, required=required, revision=revision, cache_dir=cache_dir)
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (read now, not when huggingface_hub was imported)."""
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
@@ -64,7 +65,7 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
         RevisionNotFoundError,
     )
 
-    offline = _hub_offline()
+    offline = hub_offline()
     try:
         if not offline and filename not in _repo_files(repo_id, revision):
             if required:
