@@ -36,6 +36,7 @@ from jax.experimental import io_callback
 from gpt_flax import attention as attn_lib
 from gpt_flax.config import OpenAIGPTConfig
 from gpt_flax.heads import lm_logits
+from gpt_flax.kernels import cpu_decode
 from gpt_flax.layers import ACT_FNS, dense, layer_norm
 from gpt_flax.model import embed
 
@@ -85,18 +86,26 @@ class Sampler(NamedTuple):
 
 
 # -- the cached block ------------------------------------------------------------------------
+def _dense(p, x):
+    """`layers.dense`, or the CPU kernel's matmul where `pack_layers` packed the kernel."""
+    if not isinstance(p["kernel"], cpu_decode.PackedWeight):
+        return dense(p, x)
+    y = cpu_decode.matmul(x.reshape(-1, x.shape[-1]), p["kernel"]).astype(x.dtype) + p["bias"].astype(x.dtype)
+    return y.reshape(x.shape[:-1] + y.shape[-1:])
+
+
 def _block(p, x, config: OpenAIGPTConfig, attend):
     """`model.block` in inference mode, with attention delegated to `attend(q, k, v) -> (out, aux)`.
 
     x [B, T, D] -> ([B, T, D], aux); `attend` sees q, k, v [B, T, H, K] and owns the cache.
     """
     B, T, D = x.shape
-    qkv = dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
+    qkv = _dense(p["attn"]["c_attn"], x)  # [B, T, 3D], split q | k | v
     q, k, v = (t.reshape(B, T, config.n_head, config.head_dim) for t in jnp.split(qkv, 3, axis=-1))
     a, aux = attend(q, k, v)
-    a = dense(p["attn"]["c_proj"], a.reshape(B, T, D))
+    a = _dense(p["attn"]["c_proj"], a.reshape(B, T, D))
     n = layer_norm(p["ln_1"], x + a, config.layer_norm_epsilon)
-    m = dense(p["mlp"]["c_proj"], ACT_FNS[config.afn](dense(p["mlp"]["c_fc"], n)))
+    m = _dense(p["mlp"]["c_proj"], ACT_FNS[config.afn](_dense(p["mlp"]["c_fc"], n)))
     return layer_norm(p["ln_2"], n + m, config.layer_norm_epsilon), aux
 
 
@@ -113,6 +122,35 @@ def split_layers(h_params, n_layer: int) -> tuple:
     Split once per `generate` call, outside the loop.
     """
     return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], h_params) for i in range(n_layer))
+
+
+def pack_layers(h_params, n_layer: int) -> tuple:
+    """`split_layers`, with every dense kernel packed for `cpu_decode.matmul` (float32).
+
+    One pass over the weights per `generate` call, outside the loop, so that every decode step
+    reads them in the kernel's order; each layer is packed straight from the stack.
+    """
+
+    def is_dense(node) -> bool:
+        return isinstance(node, dict) and "kernel" in node
+
+    def layer(i):
+        def take(node):
+            if is_dense(node):
+                return {
+                    **jax.tree_util.tree_map(lambda a: a[i], node),
+                    "kernel": cpu_decode.pack(node["kernel"], layer=i),
+                }
+            return jax.tree_util.tree_map(lambda a: a[i], node)
+
+        return jax.tree_util.tree_map(take, h_params, is_leaf=is_dense)
+
+    return tuple(layer(i) for i in range(n_layer))
+
+
+def use_cpu_kernel(dtype) -> bool:
+    """Whether decoding runs its matmuls on `cpu_decode`: float32 compute on the CPU backend, kernel built."""
+    return jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu" and cpu_decode.available()
 
 
 def grow_cache(cache: KVCache, size: int) -> KVCache:
@@ -165,13 +203,17 @@ def cached_attention(q, k_t, v, slot, key_mask):
     return jnp.einsum("bhs,bhsk->bhk", probs, v)[:, None]
 
 
-def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, layers=None, dtype=jnp.float32):
+def decode_step(
+    params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, layers=None, lm_head=None, dtype=jnp.float32
+):
     """Feed one token per row into slot `cache.length`. tokens [B] -> (logits [B, V], new cache).
 
     Attends over all S slots of the cache arrays (the slots not written yet are masked); the loop
     keeps those arrays only as large as the phase needs. `layers`: `split_layers(params["h"])`,
-    to split once outside a loop. Stepping from Python, jit it with the cache donated
-    (`donate_argnums`) so the cache is updated in place, as the compiled loop does.
+    to split once outside a loop. With the CPU kernels (`cpu_decode`): `layers` from `pack_layers`,
+    `lm_head` the token table packed (`pack(table, transposed=True)`); attention then reads only the
+    slots each row can see. Stepping from Python, jit it with the cache donated (`donate_argnums`)
+    so the cache is updated in place, as the compiled loop does.
     """
     if layers is None:
         layers = split_layers(params["h"], config.n_layer)
@@ -185,11 +227,17 @@ def decode_step(params, config: OpenAIGPTConfig, cache: KVCache, tokens, *, laye
         def attend(q, k, v, i=i):
             # Write this token's key/value in place (the loop carries the buffers), then attend.
             k_t = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 3, 1).astype(keys[i].dtype), (0, 0, 0, slot))
-            v_c = jax.lax.dynamic_update_slice(values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0))
-            return cached_attention(q, k_t, v_c, slot, key_mask), (k_t, v_c)
+            v_c = jax.lax.dynamic_update_slice(
+                values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0)
+            )
+            if lm_head is not None:  # the CPU kernels: read only slots start[b]..slot
+                out = cpu_decode.cached_attention(q[:, 0], k_t, v_c, cache.start, slot)[:, None].astype(q.dtype)
+            else:
+                out = cached_attention(q, k_t, v_c, slot, key_mask)
+            return out, (k_t, v_c)
 
         x, (keys[i], values[i]) = _block(p, x, config, attend)
-    logits = lm_logits(params, x[:, 0])
+    logits = lm_logits(params, x[:, 0]) if lm_head is None else cpu_decode.matmul(x[:, 0], lm_head)
     return logits, KVCache(tuple(keys), tuple(values), slot + 1, cache.start)
 
 
@@ -269,7 +317,7 @@ def _emit(stream_id, tokens) -> None:
     _STREAMERS[int(stream_id)](np.asarray(tokens))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream"))
+@functools.partial(jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream", "cpu_kernel"))
 def _generate_loop(
     params,
     input_ids,
@@ -287,15 +335,20 @@ def _generate_loop(
     cache_size: int,
     dtype: str,
     stream: bool,
+    cpu_kernel: bool,
 ):
     """Prefill, then decode until max_new_tokens or every row has emitted an eos.
 
     input_ids [B, T] left-padded, start [B], eos_ids [E]; scalars max_new_tokens, temperature,
-    top_p, pad_id are traced (changing them does not recompile). Returns (tokens [B, S - T], count).
+    top_p, pad_id are traced (changing them does not recompile). `cpu_kernel`: decode steps run
+    their matmuls on `cpu_decode` (`use_cpu_kernel`). Returns (tokens [B, S - T], count).
     """
     B, T = input_ids.shape
     dtype = jnp.dtype(dtype)
-    layers = split_layers(params["h"], config.n_layer)
+    layers, lm_head = split_layers(params["h"], config.n_layer), None
+    if cpu_kernel:
+        layers = pack_layers(params["h"], config.n_layer)
+        lm_head = cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
 
     def pick(logits, step, done):
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
@@ -306,7 +359,8 @@ def _generate_loop(
             io_callback(_emit, None, stream_id, token, ordered=True)
         return token, done
 
-    widths = phase_widths(T, cache_size)
+    # The kernels' attention reads only the live slots: one phase over the whole cache.
+    widths = (cache_size,) if cpu_kernel else phase_widths(T, cache_size)
     logits, cache = prefill(params, config, input_ids, start, widths[0], dtype)
     first, done = pick(logits, 0, jnp.zeros((B,), bool))
     tokens = jnp.full((B, cache_size - T), pad_id, jnp.int32).at[:, 0].set(first)
@@ -316,7 +370,7 @@ def _generate_loop(
         return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < s.cache.size)
 
     def body(s: _State) -> _State:
-        logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, dtype=dtype)
+        logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, lm_head=lm_head, dtype=dtype)
         token, done = pick(logits, s.step + 1, s.done)
         tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step + 1))
         return _State(s.step + 1, token, cache, tokens, done)
@@ -466,6 +520,7 @@ def generate(
             cache_size=cache_bucket(slots, max_new_tokens),
             dtype=jnp.dtype(dtype).name,
             stream=streamer is not None,
+            cpu_kernel=use_cpu_kernel(dtype),
         )
         tokens, count = np.asarray(tokens), int(count)
     finally:

@@ -23,6 +23,7 @@ from oracle import torch_model
 from gpt_flax import FlaxOpenAIGPTDoubleHeadsModel, FlaxOpenAIGPTLMHeadModel, OpenAIGPTConfig, cli, pipeline
 from gpt_flax import generation as gen
 from gpt_flax.heads import init_head_params
+from gpt_flax.kernels import cpu_decode
 
 # Distinct sizes (D=24, H=3, V=37, L=2); a wide init so a random model does not repeat one token.
 SMALL = OpenAIGPTConfig(vocab_size=37, n_positions=80, n_embd=24, n_layer=2, n_head=3, initializer_range=0.4)
@@ -33,6 +34,16 @@ NEW = 64
 def small():
     model = FlaxOpenAIGPTLMHeadModel(SMALL, seed=3)
     return model, torch_model("lm", SMALL, model.params)
+
+
+@pytest.fixture(params=["cpu_kernels", "xla"])
+def decode_path(request, monkeypatch):
+    """Decode steps on the CPU kernels (kernels/cpu_decode, the default here) or on XLA alone."""
+    if request.param == "xla":
+        monkeypatch.setattr(gen, "use_cpu_kernel", lambda dtype: False)
+    else:
+        assert gen.use_cpu_kernel(jnp.float32), cpu_decode.unavailable_reason()
+    return request.param
 
 
 def hf_generate(torch_lm, ids, **kwargs):
@@ -46,7 +57,7 @@ def prompts(seed=0, batch=3, length=7):
 
 
 # -- greedy parity ---------------------------------------------------------------------------
-def test_greedy_matches_transformers_batch(small):
+def test_greedy_matches_transformers_batch(small, decode_path):
     model, ref = small
     ids = prompts()
     ours = model.generate(ids, max_new_tokens=NEW)
@@ -83,7 +94,7 @@ def left_padded(seed=1):
     return np.where(mask == 1, ids, 0), mask
 
 
-def test_padded_batch_rows_generate_what_they_would_alone(small):
+def test_padded_batch_rows_generate_what_they_would_alone(small, decode_path):
     model, ref = small
     ids, mask = left_padded()
     ours = model.generate(ids, attention_mask=mask, max_new_tokens=NEW)
@@ -96,7 +107,7 @@ def test_padded_batch_rows_generate_what_they_would_alone(small):
     assert not np.array_equal(theirs[1:, 7:], ours[1:, 7:])
 
 
-def test_unmasked_padded_batch_matches_transformers_batch(small):
+def test_unmasked_padded_batch_matches_transformers_batch(small, decode_path):
     model, ref = small
     ids, mask = left_padded()
     ours = model.generate(ids, max_new_tokens=NEW)  # no mask: the pads are tokens, as in transformers
@@ -123,7 +134,7 @@ def test_double_heads_model_generates_with_its_lm_head(small):
     np.testing.assert_array_equal(double.generate(ids, max_new_tokens=NEW), model.generate(ids, max_new_tokens=NEW))
 
 
-def test_full_size_greedy_matches_transformers():
+def test_full_size_greedy_matches_transformers(decode_path):
     config = OpenAIGPTConfig()  # 12 x 768, vocab 40478
     model = FlaxOpenAIGPTLMHeadModel(config, seed=0)
     ref = torch_model("lm", config, model.params)
@@ -133,13 +144,20 @@ def test_full_size_greedy_matches_transformers():
 
 
 # -- the cache -------------------------------------------------------------------------------
-def test_cached_logits_equal_full_forward_at_every_step(small):
+def test_cached_logits_equal_full_forward_at_every_step(small, decode_path):
     model, _ = small
     params = model.params["transformer"]
     ids, mask = left_padded(2)
     start = 7 - mask.sum(1)
     fed = np.random.default_rng(5).integers(0, SMALL.vocab_size, (3, 12))  # teacher-forced tokens
-    step = jax.jit(lambda p, c, t: gen.decode_step(p, SMALL, c, t), donate_argnums=(1,))
+
+    def decode(p, c, t):
+        if decode_path == "xla":
+            return gen.decode_step(p, SMALL, c, t)
+        lm_head = cpu_decode.pack(p["tokens_embed"]["embedding"], transposed=True)
+        return gen.decode_step(p, SMALL, c, t, layers=gen.pack_layers(p["h"], SMALL.n_layer), lm_head=lm_head)
+
+    step = jax.jit(decode, donate_argnums=(1,))
     logits, cache = jax.jit(gen.prefill, static_argnums=(1, 4))(params, SMALL, ids, start, 32)
     steps = [logits]
     for j in range(fed.shape[1]):
@@ -166,7 +184,7 @@ def test_phase_widths():
     assert gen.phase_widths(256, 320) == (320,)
 
 
-def test_generation_crosses_cache_phases():
+def test_generation_crosses_cache_phases(decode_path):
     config = SMALL.replace(n_positions=300)
     model = FlaxOpenAIGPTLMHeadModel(config, seed=3)
     ids = prompts(4, batch=2, length=3)
@@ -176,7 +194,7 @@ def test_generation_crosses_cache_phases():
 
 
 # -- eos ---------------------------------------------------------------------------------------
-def test_eos_stops_rows_independently(small):
+def test_eos_stops_rows_independently(small, decode_path):
     model, ref = small
     ids = prompts(6)
     free = model.generate(ids, max_new_tokens=20)

@@ -1,0 +1,215 @@
+"""The CPU decode step's kernels (float32 XLA FFI custom calls): a matmul over packed weights, and
+one query's attention over the live part of a KV cache.
+
+    if cpu_decode.available():
+        w = cpu_decode.pack(kernel)                              # [K, N], once, outside the decode loop
+        y = cpu_decode.matmul(x, w)                              # [M, K] -> [M, N]
+        o = cpu_decode.cached_attention(q, k_t, v, start, slot)  # over slots start[b]..slot only
+
+At batch 8 XLA:CPU's dot re-packs every weight on every decode step, which ran the step at 2.4x
+the memory-bandwidth floor, and XLA's attention reads the whole cache array; these read weights
+packed once and only the live cache slots (cpu_decode.cc says how, benchmarks/RESULTS.md what it
+measured). The kernels are C++, built on first use with the host's compiler ($CXX, else `c++`) for
+this CPU (-march=native) and cached in $GPT_FLAX_CACHE_DIR (default ~/.cache/gpt_flax). Without a
+compiler, or with GPT_FLAX_CPU_KERNELS=0, `available()` is False (`unavailable_reason()` says why)
+and callers use XLA: slower, the same results.
+
+Axes: M rows, K input features, N output features, P column tiles of TILE_COLS, L layers;
+B batch, H heads, K head dim, S cache slots for attention.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+logger = logging.getLogger("gpt_flax")
+
+TILE_COLS = 48  # output columns per packed tile (kTileCols in cpu_decode.cc)
+TARGETS = {  # FFI target name -> the handler symbol in cpu_decode.cc
+    "gpt_flax_packed_matmul": "GptFlaxPackedMatmul",
+    "gpt_flax_pack": "GptFlaxPack",
+    "gpt_flax_cached_attention": "GptFlaxCachedAttention",
+}
+SOURCE = Path(__file__).with_name("cpu_decode.cc")
+DISABLE_ENV = "GPT_FLAX_CPU_KERNELS"  # "0" turns the kernel off
+CACHE_ENV = "GPT_FLAX_CACHE_DIR"
+COMPILE_TIMEOUT_S = 300
+FLAGS = ("-O3", "-std=c++17", "-march=native", "-shared", "-fPIC", "-w")
+
+
+class KernelUnavailable(RuntimeError):
+    """The CPU kernel could not be built or loaded; the message says why."""
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["tiles"], meta_fields=["features"])
+@dataclasses.dataclass(frozen=True)
+class PackedWeight:
+    """A [K, N] weight as column tiles: tiles[p, k, j] = weight[k, p * TILE_COLS + j], zero past N."""
+
+    tiles: jax.Array  # [P, K, TILE_COLS] float32
+    features: int  # N
+
+    @property
+    def shape(self) -> tuple:
+        return (self.tiles.shape[1], self.features)
+
+
+def pack(weight, *, layer: int | None = None, transposed: bool = False) -> PackedWeight:
+    """weight [K, N] -> PackedWeight (float32); [L, K, N] with `layer` packs that layer in place of
+    slicing it out first; transposed=True takes [N, K] ([L, N, K]), as an embedding table."""
+    w = jnp.asarray(weight).astype(jnp.float32)
+    if w.ndim != (2 if layer is None else 3):
+        raise ValueError(f"pack takes a [K, N] weight, or [L, K, N] with layer=, got shape {w.shape} and {layer=}")
+    stack = w[None] if layer is None else w
+    n, k = (stack.shape[1], stack.shape[2]) if transposed else (stack.shape[2], stack.shape[1])
+    out = jax.ShapeDtypeStruct((-(-n // TILE_COLS), k, TILE_COLS), jnp.float32)
+    tiles = jax.ffi.ffi_call("gpt_flax_pack", out)(stack, layer=np.int64(layer or 0), transposed=bool(transposed))
+    return PackedWeight(tiles, n)
+
+
+def matmul(x, weight: PackedWeight):
+    """x [M, K] float32 @ the packed [K, N] weight -> [M, N] float32."""
+    if x.ndim != 2 or x.shape[1] != weight.shape[0]:
+        raise ValueError(f"matmul of x {x.shape} and a packed weight {weight.shape}: need x [M, {weight.shape[0]}]")
+    out = jax.ShapeDtypeStruct((x.shape[0], weight.features), jnp.float32)
+    return jax.ffi.ffi_call("gpt_flax_packed_matmul", out)(x.astype(jnp.float32), weight.tiles)
+
+
+def cached_attention(q, k_t, v, start, slot):
+    """One query per row over cache slots start[b]..slot (float32).
+
+    q [B, H, K], k_t [B, H, K, S] (keys transposed), v [B, H, S, K], start int32 [B], slot int32 []
+    -> [B, H, K]: softmax(q . k / sqrt(K)) @ v over the slots row b can see, as transformers'
+    attention weights the masked ones by zero. Every start[b] must be <= slot < S.
+    """
+    out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    return jax.ffi.ffi_call("gpt_flax_cached_attention", out)(
+        q.astype(jnp.float32),
+        k_t.astype(jnp.float32),
+        v.astype(jnp.float32),
+        jnp.asarray(start, jnp.int32),
+        jnp.asarray(slot, jnp.int32),
+    )
+
+
+def available() -> bool:
+    """Whether the kernel is built and registered (built on the first call, then cached)."""
+    return _load() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why `available()` is False, or None when it is True."""
+    return _load()
+
+
+@functools.cache
+def _load() -> str | None:
+    """Build (or find in the cache), load, register and check the kernels; the reason on failure."""
+    if os.environ.get(DISABLE_ENV, "1").strip() == "0":
+        return f"turned off by {DISABLE_ENV}=0"
+    try:
+        library = ctypes.CDLL(str(_build()))
+        if not _registered:  # XLA takes one handler per name and process: the first library loaded
+            for target, symbol in TARGETS.items():
+                jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+            _registered.append(library)
+        _self_check()
+    except (KernelUnavailable, OSError, AttributeError) as e:
+        reason = str(e)
+        logger.warning("the CPU decode kernels are unavailable (%s): decoding uses XLA, slower at batch > 1", reason)
+        return reason
+    return None
+
+
+_registered: list = []  # the library whose handlers XLA holds, once registered
+
+
+def _build() -> Path:
+    """The kernel's shared library for this source, jaxlib and machine: from the cache, or compiled."""
+    compiler_name = os.environ.get("CXX") or "c++"
+    compiler = shutil.which(compiler_name)
+    if compiler is None:
+        raise KernelUnavailable(f"no C++ compiler: {compiler_name!r} is not on PATH (set CXX)")
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(), include.encode(), _machine()):
+        key.update(part)
+    cache = Path(
+        os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt_flax"
+    )
+    target = cache / f"cpu_decode-jaxlib{jaxlib.__version__}-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".partial")
+        os.close(fd)
+    except OSError as e:
+        raise KernelUnavailable(f"cannot write the kernel cache {cache} ({e.strerror}; set {CACHE_ENV})") from None
+    started = time.perf_counter()
+    try:
+        command = [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", partial]
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        if result.returncode != 0:
+            first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:300])
+            raise KernelUnavailable(f"{compiler_name} failed: {first}")
+        os.replace(partial, target)  # atomic: a concurrent build writes the same bytes
+    except subprocess.TimeoutExpired:
+        raise KernelUnavailable(f"{compiler_name} took over {COMPILE_TIMEOUT_S} s") from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    logger.info("built the CPU decode kernels in %.1f s: %s", time.perf_counter() - started, target)
+    return target
+
+
+def _machine() -> bytes:
+    """What -march=native depends on: a library built for one CPU may not run on another."""
+    signature = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            signature += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        signature += platform.processor()
+    return signature.encode()
+
+
+def _self_check() -> None:
+    """Each kernel on small inputs, with the remainder cases (rows past 8, a partial tile, a row that
+    starts late), against numpy: a broken build falls back rather than giving wrong tokens."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((11, 5), np.float32)
+    w = rng.standard_normal((5, 2 * TILE_COLS + 7), np.float32)
+    q = rng.standard_normal((2, 3, 4), np.float32)
+    k_t, v = rng.standard_normal((2, 3, 4, 6), np.float32), rng.standard_normal((2, 3, 6, 4), np.float32)
+    start, slot = np.array([2, 0], np.int32), 4
+    expected = np.empty_like(q)
+    for b in range(2):
+        scores = np.einsum("hk,hks->hs", q[b], k_t[b, :, :, start[b] : slot + 1]) / 2.0
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        expected[b] = np.einsum("hs,hsk->hk", probs / probs.sum(-1, keepdims=True), v[b, :, start[b] : slot + 1])
+    with jax.default_device(jax.devices("cpu")[0]):
+        results = [
+            (matmul(x, pack(w)), x @ w),
+            (matmul(x, pack(np.stack([w, 2 * w]), layer=1)), 2 * x @ w),
+            (matmul(x, pack(w.T, transposed=True)), x @ w),
+            (cached_attention(q, k_t, v, start, slot), expected),
+        ]
+    if not all(np.allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5) for got, want in results):
+        raise KernelUnavailable("the built kernels' self-check gave wrong results")

@@ -1,0 +1,145 @@
+"""kernels/cpu_decode: the CPU decode kernels against numpy and XLA, their build, and the fallback.
+
+generation.py runs its decode steps on these kernels on the CPU (test_generation covers both paths
+against transformers); here each kernel is checked alone on shapes with every remainder case.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpt_flax import generation as gen
+from gpt_flax.kernels import cpu_decode
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels():
+    # The test machines have a C++ compiler: a kernel that fails to build here is a failure, not a skip.
+    assert cpu_decode.available(), cpu_decode.unavailable_reason()
+
+
+def reference(x, w):
+    return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 13, 17])
+@pytest.mark.parametrize("k, n", [(5, 7), (24, 48), (24, 72), (33, 100), (96, 24)])
+def test_matmul_matches_numpy(rows, k, n):
+    rng = np.random.default_rng(rows * 1000 + k * 10 + n)
+    x, w = rng.standard_normal((rows, k), np.float32), rng.standard_normal((k, n), np.float32)
+    packed = cpu_decode.pack(w)
+    assert packed.shape == (k, n) and packed.tiles.shape == (-(-n // cpu_decode.TILE_COLS), k, cpu_decode.TILE_COLS)
+    np.testing.assert_allclose(np.asarray(cpu_decode.matmul(x, packed)), reference(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_layer_of_a_stack_and_transposed_table():
+    rng = np.random.default_rng(0)
+    stack = rng.standard_normal((3, 24, 50), np.float32)  # [L, K, N]
+    table = rng.standard_normal((37, 24), np.float32)  # [V, D], as the LM head's token table
+    x = rng.standard_normal((9, 24), np.float32)
+    for layer in range(3):
+        got = cpu_decode.matmul(x, cpu_decode.pack(stack, layer=layer))
+        np.testing.assert_allclose(np.asarray(got), reference(x, stack[layer]), rtol=1e-5, atol=1e-5)
+    got = cpu_decode.matmul(x, cpu_decode.pack(table, transposed=True))
+    np.testing.assert_allclose(np.asarray(got), reference(x, table.T), rtol=1e-5, atol=1e-5)
+    # packing is exact: the tiles hold the weight's values, zero past N
+    tiles = np.asarray(cpu_decode.pack(table, transposed=True).tiles)  # [P, K, 48]
+    np.testing.assert_array_equal(tiles.transpose(1, 0, 2).reshape(24, -1)[:, :37], table.T)
+    assert not tiles.transpose(1, 0, 2).reshape(24, -1)[:, 37:].any()
+
+
+def test_matmul_under_jit_and_in_a_loop():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((24, 24), np.float32) * 0.2
+    x = rng.standard_normal((4, 24), np.float32)
+
+    @jax.jit
+    def run(x, w):
+        packed = cpu_decode.pack(w)
+        return jax.lax.fori_loop(0, 5, lambda i, h: jnp.tanh(cpu_decode.matmul(h, packed)), x)
+
+    expected = x
+    for _ in range(5):
+        expected = np.tanh(expected @ w)
+    np.testing.assert_allclose(np.asarray(run(x, w)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_shapes_are_named():
+    packed = cpu_decode.pack(np.ones((24, 50), np.float32))
+    with pytest.raises(ValueError, match=r"x \(3, 23\).*\(24, 50\)"):
+        cpu_decode.matmul(np.ones((3, 23), np.float32), packed)
+    with pytest.raises(ValueError, match=r"shape \(24,\)"):
+        cpu_decode.pack(np.ones(24, np.float32))
+
+
+@pytest.mark.parametrize("slot", [0, 5, 12])
+def test_cached_attention_matches_xla_over_the_masked_cache(slot):
+    """The kernel reads slots start[b]..slot; XLA's `cached_attention` masks the rest of the array."""
+    B, H, K, S = 4, 3, 8, 13
+    rng = np.random.default_rng(slot)
+    q = rng.standard_normal((B, 1, H, K), np.float32)
+    k_t = rng.standard_normal((B, H, K, S), np.float32) * 2  # spread scores: a softmax far from uniform
+    v = rng.standard_normal((B, H, S, K), np.float32)
+    start = np.minimum(np.array([0, 2, 5, 12]), slot).astype(np.int32)  # a row whose only slot is `slot`
+    key_mask = np.arange(S)[None, :] >= start[:, None]
+    expected = gen.cached_attention(q, k_t, v, slot, key_mask)[:, 0]
+    got = cpu_decode.cached_attention(q[:, 0], k_t, v, start, slot)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    # what lies outside start[b]..slot is never read
+    k_noise, v_noise = k_t.copy(), v.copy()
+    for b in range(B):
+        outside = (np.arange(S) < start[b]) | (np.arange(S) > slot)
+        k_noise[b][..., outside], v_noise[b][:, outside] = np.nan, np.nan
+    np.testing.assert_array_equal(np.asarray(cpu_decode.cached_attention(q[:, 0], k_noise, v_noise, start, slot)), got)
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """The kernels' loader run again with a private cache directory; loaded as before afterwards."""
+    monkeypatch.setenv(cpu_decode.CACHE_ENV, str(tmp_path))
+    cpu_decode._load.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    cpu_decode._load.cache_clear()
+    assert cpu_decode.available()
+
+
+def test_built_once_then_reused_from_the_cache(fresh_build):
+    assert cpu_decode.available()
+    (library,) = fresh_build.glob("cpu_decode-*.so")
+    built = library.stat().st_mtime_ns
+    assert not list(fresh_build.glob("*.partial"))
+    cpu_decode._load.cache_clear()
+    assert cpu_decode.available()
+    assert library.stat().st_mtime_ns == built and len(list(fresh_build.glob("*"))) == 1
+
+
+def test_no_compiler_falls_back_to_xla_with_a_reason(fresh_build, monkeypatch, caplog):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert not cpu_decode.available()
+    assert "'no-such-compiler-here' is not on PATH" in cpu_decode.unavailable_reason()
+    assert "unavailable" in caplog.text and not list(fresh_build.glob("*"))
+    assert not gen.use_cpu_kernel(jnp.float32)
+
+
+def test_a_compile_error_falls_back_naming_it(fresh_build, monkeypatch, tmp_path_factory):
+    broken = tmp_path_factory.mktemp("src") / "cpu_decode.cc"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_decode, "SOURCE", broken)
+    assert not cpu_decode.available()
+    assert "failed" in cpu_decode.unavailable_reason() and "error" in cpu_decode.unavailable_reason()
+    assert not list(fresh_build.glob("*"))  # nothing half-written in the cache
+
+
+def test_turned_off_by_the_environment(fresh_build, monkeypatch):
+    monkeypatch.setenv(cpu_decode.DISABLE_ENV, "0")
+    assert not cpu_decode.available()
+    assert cpu_decode.DISABLE_ENV in cpu_decode.unavailable_reason()
+
+
+def test_used_only_for_float32_on_the_cpu():
+    assert gen.use_cpu_kernel(jnp.float32)
+    assert not gen.use_cpu_kernel(jnp.bfloat16)
