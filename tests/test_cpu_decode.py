@@ -143,3 +143,15 @@ def test_turned_off_by_the_environment(fresh_build, monkeypatch):
 def test_used_only_for_float32_on_the_cpu():
     assert gen.use_cpu_kernel(jnp.float32)
     assert not gen.use_cpu_kernel(jnp.bfloat16)
+
+
+def test_first_use_inside_jit_builds_and_checks_outside_the_trace(fresh_build):
+    w = np.arange(24 * 50, dtype=np.float32).reshape(24, 50)
+    tiles = jax.jit(lambda w: cpu_decode.pack(w).tiles)(w)  # the build and self-check run while tracing
+    np.testing.assert_array_equal(np.asarray(tiles).transpose(1, 0, 2).reshape(24, -1)[:, :50], w)
+
+
+def test_calling_a_kernel_when_unavailable_says_why(fresh_build, monkeypatch):
+    monkeypatch.setenv(cpu_decode.DISABLE_ENV, "0")
+    with pytest.raises(cpu_decode.KernelUnavailable, match=cpu_decode.DISABLE_ENV):
+        cpu_decode.pack(np.ones((4, 4), np.float32))

@@ -73,6 +73,7 @@ class PackedWeight:
 def pack(weight, *, layer: int | None = None, transposed: bool = False) -> PackedWeight:
     """weight [K, N] -> PackedWeight (float32); [L, K, N] with `layer` packs that layer in place of
     slicing it out first; transposed=True takes [N, K] ([L, N, K]), as an embedding table."""
+    _require()
     w = jnp.asarray(weight).astype(jnp.float32)
     if w.ndim != (2 if layer is None else 3):
         raise ValueError(f"pack takes a [K, N] weight, or [L, K, N] with layer=, got shape {w.shape} and {layer=}")
@@ -85,6 +86,7 @@ def pack(weight, *, layer: int | None = None, transposed: bool = False) -> Packe
 
 def matmul(x, weight: PackedWeight):
     """x [M, K] float32 @ the packed [K, N] weight -> [M, N] float32."""
+    _require()
     if x.ndim != 2 or x.shape[1] != weight.shape[0]:
         raise ValueError(f"matmul of x {x.shape} and a packed weight {weight.shape}: need x [M, {weight.shape[0]}]")
     out = jax.ShapeDtypeStruct((x.shape[0], weight.features), jnp.float32)
@@ -98,6 +100,7 @@ def cached_attention(q, k_t, v, start, slot):
     -> [B, H, K]: softmax(q . k / sqrt(K)) @ v over the slots row b can see, as transformers'
     attention weights the masked ones by zero. Every start[b] must be <= slot < S.
     """
+    _require()
     out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
     return jax.ffi.ffi_call("gpt_flax_cached_attention", out)(
         q.astype(jnp.float32),
@@ -116,6 +119,11 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why `available()` is False, or None when it is True."""
     return _load()
+
+
+def _require() -> None:
+    if not _checking and _load() is not None:
+        raise KernelUnavailable(f"the CPU decode kernels are unavailable: {_load()}")
 
 
 @functools.cache
@@ -138,6 +146,7 @@ def _load() -> str | None:
 
 
 _registered: list = []  # the library whose handlers XLA holds, once registered
+_checking = False  # True while `_self_check` runs the kernels, before `_load` has its answer
 
 
 def _build() -> Path:
@@ -204,12 +213,18 @@ def _self_check() -> None:
         scores = np.einsum("hk,hks->hs", q[b], k_t[b, :, :, start[b] : slot + 1]) / 2.0
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         expected[b] = np.einsum("hs,hsk->hk", probs / probs.sum(-1, keepdims=True), v[b, :, start[b] : slot + 1])
-    with jax.default_device(jax.devices("cpu")[0]):
-        results = [
-            (matmul(x, pack(w)), x @ w),
-            (matmul(x, pack(np.stack([w, 2 * w]), layer=1)), 2 * x @ w),
-            (matmul(x, pack(w.T, transposed=True)), x @ w),
-            (cached_attention(q, k_t, v, start, slot), expected),
-        ]
-    if not all(np.allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5) for got, want in results):
+    global _checking
+    _checking = True
+    try:
+        with jax.ensure_compile_time_eval(), jax.default_device(jax.devices("cpu")[0]):
+            results = [
+                (matmul(x, pack(w)), x @ w),
+                (matmul(x, pack(np.stack([w, 2 * w]), layer=1)), 2 * x @ w),
+                (matmul(x, pack(w.T, transposed=True)), x @ w),
+                (cached_attention(q, k_t, v, start, slot), expected),
+            ]
+            correct = all(np.allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5) for got, want in results)
+    finally:
+        _checking = False
+    if not correct:
         raise KernelUnavailable("the built kernels' self-check gave wrong results")
