@@ -218,6 +218,7 @@ def decode_step(
     if layers is None:
         layers = split_layers(params["h"], config.n_layer)
     slot = cache.length
+    zero = jnp.zeros_like(slot)  # index literals of slot's type (with jax_enable_x64 a 0 is int64)
     x = embed(params, config, tokens[:, None], None, None, (slot - cache.start)[:, None], dtype)  # [B, 1, D]
     key_mask = jnp.arange(cache.size)[None, :] >= cache.start[:, None]  # [B, S]: left padding is masked
     keys, values = list(cache.key), list(cache.value)
@@ -226,10 +227,12 @@ def decode_step(
 
         def attend(q, k, v, i=i):
             # Write this token's key/value in place (the loop carries the buffers), then attend.
-            k_t = jax.lax.dynamic_update_slice(keys[i], k.transpose(0, 2, 3, 1).astype(keys[i].dtype), (0, 0, 0, slot))
-            v_c = jax.lax.dynamic_update_slice(
-                values[i], v.transpose(0, 2, 1, 3).astype(values[i].dtype), (0, 0, slot, 0)
+            k_new, v_new = (
+                k.transpose(0, 2, 3, 1).astype(keys[i].dtype),
+                v.transpose(0, 2, 1, 3).astype(values[i].dtype),
             )
+            k_t = jax.lax.dynamic_update_slice(keys[i], k_new, (zero, zero, zero, slot))
+            v_c = jax.lax.dynamic_update_slice(values[i], v_new, (zero, zero, slot, zero))
             if lm_head is not None:  # the CPU kernels: read only slots start[b]..slot
                 out = cpu_decode.cached_attention(q[:, 0], k_t, v_c, cache.start, slot)[:, None].astype(q.dtype)
             else:
@@ -372,7 +375,7 @@ def _generate_loop(
     def body(s: _State) -> _State:
         logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, lm_head=lm_head, dtype=dtype)
         token, done = pick(logits, s.step + 1, s.done)
-        tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step + 1))
+        tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (jnp.zeros_like(s.step), s.step + 1))
         return _State(s.step + 1, token, cache, tokens, done)
 
     for width in widths:

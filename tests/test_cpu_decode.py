@@ -6,6 +6,12 @@ against transformers); here each kernel is checked alone on shapes with every re
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,10 +106,10 @@ def test_cached_attention_matches_xla_over_the_masked_cache(slot):
 def fresh_build(monkeypatch, tmp_path):
     """The kernels' loader run again with a private cache directory; loaded as before afterwards."""
     monkeypatch.setenv(cpu_decode.CACHE_ENV, str(tmp_path))
-    cpu_decode._load.cache_clear()
+    cpu_decode._reset()
     yield tmp_path
     monkeypatch.undo()
-    cpu_decode._load.cache_clear()
+    cpu_decode._reset()
     assert cpu_decode.available()
 
 
@@ -112,7 +118,7 @@ def test_built_once_then_reused_from_the_cache(fresh_build):
     (library,) = fresh_build.glob("cpu_decode-*.so")
     built = library.stat().st_mtime_ns
     assert not list(fresh_build.glob("*.partial"))
-    cpu_decode._load.cache_clear()
+    cpu_decode._reset()
     assert cpu_decode.available()
     assert library.stat().st_mtime_ns == built and len(list(fresh_build.glob("*"))) == 1
 
@@ -155,3 +161,48 @@ def test_calling_a_kernel_when_unavailable_says_why(fresh_build, monkeypatch):
     monkeypatch.setenv(cpu_decode.DISABLE_ENV, "0")
     with pytest.raises(cpu_decode.KernelUnavailable, match=cpu_decode.DISABLE_ENV):
         cpu_decode.pack(np.ones((4, 4), np.float32))
+
+
+def test_any_failure_while_loading_falls_back_naming_it(fresh_build, monkeypatch):
+    def broken():
+        raise RuntimeError("INTERNAL: boom")
+
+    monkeypatch.setattr(cpu_decode, "_self_check", broken)
+    assert not cpu_decode.available()
+    assert cpu_decode.unavailable_reason() == "RuntimeError: INTERNAL: boom"
+
+
+def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build):
+    assert cpu_decode.available()
+    (library,) = fresh_build.glob("cpu_decode-*.so")
+    library.write_bytes(b"not a shared library")
+    # A new process: this one has the library loaded already, and dlopen would hand that back.
+    check = "from gpt_flax.kernels import cpu_decode; print(cpu_decode.available(), cpu_decode.unavailable_reason())"
+    result = subprocess.run([sys.executable, "-c", check], check=False, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "True None", result.stderr
+    assert library.read_bytes().startswith(b"\x7fELF")
+
+
+def test_the_cached_library_is_readable_by_other_users(fresh_build):
+    old = os.umask(0o022)
+    try:
+        assert cpu_decode.available()
+    finally:
+        os.umask(old)
+    (library,) = fresh_build.glob("cpu_decode-*.so")
+    assert stat.S_IMODE(library.stat().st_mode) == 0o755
+
+
+def test_cxx_may_carry_a_launcher_and_threads_build_once(fresh_build, monkeypatch):
+    monkeypatch.setenv("CXX", "env c++")  # as "ccache g++": a launcher, then the compiler
+    builds = []
+    run = subprocess.run
+    monkeypatch.setattr(
+        cpu_decode.subprocess, "run", lambda command, **kw: builds.append(command) or run(command, **kw)
+    )
+    threads = [threading.Thread(target=cpu_decode.available) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cpu_decode.available() and len(builds) == 1 and builds[0][1] == "c++"

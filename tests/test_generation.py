@@ -470,3 +470,11 @@ def test_cli_bad_arguments_are_one_line_errors(model_dir, capsys):
     assert code == 1 and "top_p" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["Hi", "--model", model_dir, "--max-length", "65"], capsys)
     assert code == 1 and "n_positions" in err
+
+
+def test_generates_the_same_with_x64_enabled(small, decode_path):
+    model, _ = small
+    ids = prompts(13)
+    expected = model.generate(ids, max_new_tokens=8)
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(model.generate(ids, max_new_tokens=8), expected)

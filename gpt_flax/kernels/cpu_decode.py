@@ -27,9 +27,11 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -126,38 +128,63 @@ def _require() -> None:
         raise KernelUnavailable(f"the CPU decode kernels are unavailable: {_load()}")
 
 
-@functools.cache
 def _load() -> str | None:
-    """Build (or find in the cache), load, register and check the kernels; the reason on failure."""
-    if os.environ.get(DISABLE_ENV, "1").strip() == "0":
-        return f"turned off by {DISABLE_ENV}=0"
+    """Build (or find in the cache), load, register and check the kernels, once per process (one
+    thread builds while the others wait); None when they work, else the reason."""
+    with _lock:
+        if not _status:
+            _status.append(_try_load())
+        return _status[0]
+
+
+def _reset() -> None:
+    """Forget `_load`'s answer, so that the next use looks again (for tests)."""
+    with _lock:
+        _status.clear()
+
+
+_lock = threading.RLock()
+_status: list = []  # [None or the reason], once `_load` has looked
+_registered: list = []  # the library whose handlers XLA holds, once registered
+_checking = False  # True while `_self_check` runs the kernels, before `_load` has its answer
+
+
+def _try_load() -> str | None:
+    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "off", "no"):
+        return f"turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
     try:
-        library = ctypes.CDLL(str(_build()))
+        library = _open(_build())
         if not _registered:  # XLA takes one handler per name and process: the first library loaded
             for target, symbol in TARGETS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
             _registered.append(library)
         _self_check()
-    except (KernelUnavailable, OSError, AttributeError) as e:
-        reason = str(e)
+    except Exception as e:  # noqa: BLE001 - whatever goes wrong, decoding falls back to XLA and says why
+        reason = str(e) if isinstance(e, KernelUnavailable) else f"{type(e).__name__}: {e}"
         logger.warning("the CPU decode kernels are unavailable (%s): decoding uses XLA, slower at batch > 1", reason)
         return reason
     return None
 
 
-_registered: list = []  # the library whose handlers XLA holds, once registered
-_checking = False  # True while `_self_check` runs the kernels, before `_load` has its answer
+def _open(path: Path) -> ctypes.CDLL:
+    """dlopen the library; a cached file that does not load is removed and built once more."""
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_build()))
 
 
 def _build() -> Path:
-    """The kernel's shared library for this source, jaxlib and machine: from the cache, or compiled."""
-    compiler_name = os.environ.get("CXX") or "c++"
-    compiler = shutil.which(compiler_name)
+    """The kernels' shared library for this source, jaxlib and machine: from the cache, or compiled."""
+    command = shlex.split(os.environ.get("CXX") or "c++")  # e.g. "ccache g++"
+    compiler = shutil.which(command[0]) if command else None
     if compiler is None:
-        raise KernelUnavailable(f"no C++ compiler: {compiler_name!r} is not on PATH (set CXX)")
+        raise KernelUnavailable(f"no C++ compiler: {os.environ.get('CXX') or 'c++'!r} is not on PATH (set CXX)")
+    command[0] = compiler
     include = jax.ffi.include_dir()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(), include.encode(), _machine()):
+    for part in (SOURCE.read_bytes(), " ".join(command + list(FLAGS)).encode(), include.encode(), _machine()):
         key.update(part)
     cache = Path(
         os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt_flax"
@@ -173,14 +200,17 @@ def _build() -> Path:
         raise KernelUnavailable(f"cannot write the kernel cache {cache} ({e.strerror}; set {CACHE_ENV})") from None
     started = time.perf_counter()
     try:
-        command = [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", partial]
+        command += [*FLAGS, f"-I{include}", str(SOURCE), "-o", partial]
         result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:300])
-            raise KernelUnavailable(f"{compiler_name} failed: {first}")
+            raise KernelUnavailable(f"{os.path.basename(compiler)} failed: {first}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o755 & ~umask)  # mkstemp's 0600 would keep other users of a shared cache out
         os.replace(partial, target)  # atomic: a concurrent build writes the same bytes
     except subprocess.TimeoutExpired:
-        raise KernelUnavailable(f"{compiler_name} took over {COMPILE_TIMEOUT_S} s") from None
+        raise KernelUnavailable(f"{os.path.basename(compiler)} took over {COMPILE_TIMEOUT_S} s") from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
