@@ -25,6 +25,8 @@ from gpt_flax.kernels import cpu_decode
 def kernels():
     # The test machines have a C++ compiler: a kernel that fails to build here is a failure, not a skip.
     assert cpu_decode.available(), cpu_decode.unavailable_reason()
+    with jax.default_device(jax.devices("cpu")[0]):  # CPU kernels, also where the default device is a GPU
+        yield
 
 
 def reference(x, w):
@@ -147,7 +149,7 @@ def test_turned_off_by_the_environment(fresh_build, monkeypatch):
 
 
 def test_used_only_for_float32_on_the_cpu():
-    assert gen.use_cpu_kernel(jnp.float32)
+    assert gen.use_cpu_kernel(jnp.float32) == (jax.default_backend() == "cpu")
     assert not gen.use_cpu_kernel(jnp.bfloat16)
 
 
