@@ -11,6 +11,7 @@ two pipelines in front of it:
     tok = OpenAIGPTTokenizer.from_pretrained("openai-community/openai-gpt")   # or a local directory
     tok.add_special_tokens({"pad_token": "<pad>"})
     batch = tok(["Hello world!", "Hi"], padding=True, return_tensors="jax")  # input_ids, attention_mask [B, T]
+    pairs = tok(["Premise.", "Context"], ["Hypothesis.", "Question?"], truncation="only_first", max_length=64)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,18 @@ from gpt_flax.tokenizer_files import (
     require_file,
 )
 
-# transformers' tokenization_utils_base: a model_max_length above LARGE_INTEGER means "no maximum".
+# transformers' tokenization_utils_base: model_max_length is VERY_LARGE_INTEGER when unset, and anything above
+# LARGE_INTEGER means "no maximum".
+VERY_LARGE_INTEGER = int(1e30)
 LARGE_INTEGER = int(1e20)
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
-TRUNCATION_STRATEGIES = ("longest_first", "only_first", "do_not_truncate")
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+# What padding fills each output with (transformers' PreTrainedTokenizerBase._pad); input_ids get pad_token_id.
+PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1, "offset_mapping": (0, 0)}
+# The keys `pad` pads (transformers' _pad); others, offset_mapping and length included, pass through.
+PADDED_BY_PAD = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask")
+# The keys of `tok(...)`, in the order transformers' fast tokenizer gives them.
+OUTPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "offset_mapping", "length")
 SIDES = ("right", "left")
 # spaCy makes the whitespace run " \n " that text_standardize leaves into the word "\n ", whose slow BPE string
 # "\n  </w>" transformers rewrites to "\n</w>" (tokenization_openai.py, OpenAIGPTTokenizer.bpe).
@@ -93,6 +102,7 @@ class OpenAIGPTTokenizer:
         original: bool = False,
         unk_token: str = UNK_TOKEN,
         model_max_length: int | None = None,
+        name_or_path: str = "",
         padding_side: str = "right",
         truncation_side: str = "right",
         clean_up_tokenization_spaces: bool = False,
@@ -116,9 +126,8 @@ class OpenAIGPTTokenizer:
         else:
             raise ValueError("pass tokenizer_file, or both vocab_file and merges_file (or use from_pretrained)")
         self._original = bool(original)
-        self.model_max_length = (
-            None if model_max_length is None or model_max_length > LARGE_INTEGER else model_max_length
-        )
+        self.model_max_length = model_max_length
+        self.name_or_path = str(name_or_path)
         self.padding_side = _check_choice("padding_side", padding_side, SIDES)
         self.truncation_side = _check_choice("truncation_side", truncation_side, SIDES)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
@@ -138,6 +147,34 @@ class OpenAIGPTTokenizer:
     def original(self) -> bool:
         """True: the paper's pipeline (transformers' slow tokenizer with spacy + ftfy); fixed at construction."""
         return self._original
+
+    @property
+    def is_fast(self) -> bool:
+        """As transformers: True for the default pipeline (the fast tokenizer's), False with `original=True`, which
+        like the slow tokenizer has no offset mapping (code checks `is_fast` before asking for offsets)."""
+        return not self._original
+
+    @property
+    def model_max_length(self) -> int:
+        """The longest input the model takes, VERY_LARGE_INTEGER (int(1e30)) when unset, as in transformers, so
+        `min(tok.model_max_length, 512)` works. Above LARGE_INTEGER it means no maximum: `truncation=True` and
+        `padding="max_length"` then need an explicit max_length (and warn without one)."""
+        return self._model_max_length
+
+    @model_max_length.setter
+    def model_max_length(self, value: int | None) -> None:
+        if value is None:
+            value = VERY_LARGE_INTEGER
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON written by other tools may hold 1e+30
+        if type(value) is not int or value < 0:
+            raise ValueError(f"model_max_length must be a non-negative int (or None: no maximum), got {value!r}")
+        self._model_max_length = value
+
+    @property
+    def _max_length_limit(self) -> int | None:
+        """model_max_length, or None where it means no maximum."""
+        return None if self._model_max_length > LARGE_INTEGER else self._model_max_length
 
     # ---- loading and saving -------------------------------------------------------------------------------
 
@@ -176,6 +213,7 @@ class OpenAIGPTTokenizer:
         for content, token_id in (read_json_object(added_path) if added_path else {}).items():
             is_special = content in roles
             added.setdefault(int(token_id), AddedToken(content, special=is_special, normalized=not is_special))
+        options["name_or_path"] = str(path_or_hub_id)  # as transformers, the name as given
         return cls(**files, original=original, added_tokens_decoder=added, **{**options, **kwargs})
 
     def _restore_added_token(self, token: AddedToken, token_id: int) -> None:
@@ -200,9 +238,7 @@ class OpenAIGPTTokenizer:
         tokenizer_path = os.path.join(save_directory, TOKENIZER_FILE)
         self._backend.save(tokenizer_path)
         vocab_path, merges_path = self._backend.model.save(str(save_directory))
-        special_map = {k: v for k, v in self._special_tokens.items() if v is not None}
-        if self._additional_special_tokens:
-            special_map["additional_special_tokens"] = list(self._additional_special_tokens)
+        special_map = self.special_tokens_map
         config = {
             "added_tokens_decoder": {
                 str(i): added_token_to_json(t) for i, t in sorted(self.added_tokens_decoder.items())
@@ -213,8 +249,8 @@ class OpenAIGPTTokenizer:
             "tokenizer_class": "OpenAIGPTTokenizer",
             **special_map,
         }
-        if self.model_max_length is not None:
-            config["model_max_length"] = self.model_max_length
+        if self._max_length_limit is not None:
+            config["model_max_length"] = self._max_length_limit
         paths = [tokenizer_path, vocab_path, merges_path]
         for name, content in ((CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, special_map)):
             paths.append(os.path.join(save_directory, name))
@@ -248,6 +284,14 @@ class OpenAIGPTTokenizer:
     @property
     def additional_special_tokens(self) -> list[str]:
         return list(self._additional_special_tokens)
+
+    @property
+    def special_tokens_map(self) -> dict[str, str | list[str]]:
+        """The roles that have a token (`{"unk_token": "<unk>", ...}`), and additional_special_tokens if any."""
+        roles: dict[str, str | list[str]] = {k: v for k, v in self._special_tokens.items() if v is not None}
+        if self._additional_special_tokens:
+            roles["additional_special_tokens"] = list(self._additional_special_tokens)
+        return roles
 
     @property
     def all_special_tokens(self) -> list[str]:
@@ -301,6 +345,7 @@ class OpenAIGPTTokenizer:
         for i, token in enumerate(tokens):
             if not isinstance(token, (str, AddedToken)):
                 raise TypeError(f"new_tokens[{i}] must be a str or tokenizers.AddedToken, got {type(token).__name__}")
+        tokens = [t for t in tokens if _content(t)]  # transformers skips empty tokens (and counts them as not new)
         self._added_token_splitter = None
         if special_tokens:
             tokens = [_as_special_token(t, "new_tokens") for t in tokens]
@@ -320,6 +365,14 @@ class OpenAIGPTTokenizer:
             return self.unk_token_id if token_id is None else token_id
         return [self.convert_tokens_to_ids(_check_str(t, f"tokens[{i}]")) for i, t in enumerate(tokens)]
 
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Token strings -> text, each '</w>' a space (the fast tokenizer's decoder; with `original=True` the slow
+        tokenizer's join, which also strips the ends)."""
+        tokens = [_check_str(t, f"tokens[{i}]") for i, t in enumerate(tokens)]
+        if self.original:
+            return "".join(tokens).replace("</w>", " ").strip()
+        return self._backend.decoder.decode(tokens)
+
     def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
         if isinstance(ids, (int, np.integer)):
             return self._backend.id_to_token(int(ids))
@@ -330,7 +383,8 @@ class OpenAIGPTTokenizer:
 
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: str | Sequence[str] | Sequence[tuple[str, str]],
+        text_pair: str | Sequence[str] | None = None,
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
@@ -339,39 +393,139 @@ class OpenAIGPTTokenizer:
         pad_to_multiple_of: int | None = None,
         padding_side: str | None = None,
         return_tensors: str | None = None,
-        return_attention_mask: bool = True,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
+        return_length: bool = False,
     ) -> BatchEncoding:
-        """Encode one text or a batch, as transformers' tokenizers do.
+        """Encode one text or a batch, each optionally with a second text (`tok(a, b)`, `tok(list_a, list_b)` or
+        `tok([(a, b), ...])`), as transformers' tokenizers do.
 
         Returns `input_ids` and `attention_mask` (1 = token, 0 = padding) as lists, or arrays [B, T] with
-        `return_tensors="np"` / `"jax"` (a single text then gets B = 1); `offset_mapping` [B, T, 2] on request
-        (default pipeline only). Padding goes on `padding_side` (default right: GPT's positions are absolute)
-        and needs a pad token. GPT adds no special tokens, so `add_special_tokens` changes nothing.
+        `return_tensors="np"` / `"jax"` (a single text then gets B = 1); on request `token_type_ids` (0 for the
+        first text, 1 for the second), `special_tokens_mask` (1 on padding only), `offset_mapping` [B, T, 2]
+        (default pipeline only; a second text's offsets point into it) and `length` (after padding, as the fast
+        tokenizer counts). GPT adds no special tokens, so a pair is the first text's ids then the second's and
+        `add_special_tokens` changes nothing (with `original=True`, False together with `return_token_type_ids` is
+        refused, as by the slow tokenizer). Padding goes on `padding_side` (default right: GPT's positions are
+        absolute) and needs a pad token. A pair is truncated by `truncation`: "only_first", "only_second", or
+        "longest_first" (True), which splits max_length as the `tokenizers` Rust truncation does (the fast
+        tokenizer's) by default and as the slow tokenizer does with `original=True`; a text too short to cut is a
+        ValueError (the slow tokenizer logs an error and leaves the pair uncut).
         """
-        texts, batched = _as_texts(text)
-        pad_to, max_length = self._padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of)
+        firsts, seconds, batched = _as_inputs(text, text_pair)
+        if self.original and return_token_type_ids and not add_special_tokens:
+            raise ValueError(  # as the slow tokenizer's prepare_for_model
+                "return_token_type_ids=True with add_special_tokens=False is refused with original=True, as by "
+                "transformers' slow tokenizer; leave add_special_tokens=True (GPT adds none anyway)"
+            )
+        pad_to, max_length, strategy = self._padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of)
         side = _check_choice("padding_side", self.padding_side if padding_side is None else padding_side, SIDES)
         cut_side = _check_choice("truncation_side", self.truncation_side, SIDES)
         if return_tensors not in (None, "np", "jax"):
             raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'jax'")
+        texts = firsts + [s for s in seconds if s is not None]
         ids, offsets = self._encode_many(texts, with_offsets=return_offsets_mapping)
+        encoded = list(zip(ids, offsets or [None] * len(ids)))  # per text: (ids, offsets or None)
+        rest = iter(encoded[len(firsts) :])
+        examples = [[first] if second is None else [first, next(rest)] for first, second in zip(encoded, seconds)]
         if max_length is not None:
-            ids = [_truncate(row, max_length, cut_side) for row in ids]
-            offsets = offsets and [_truncate(row, max_length, cut_side) for row in offsets]
+            examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original) for e in examples]
+        columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
+        if return_token_type_ids:
+            columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]
+        if return_special_tokens_mask:
+            columns["special_tokens_mask"] = [[0] * len(row) for row in columns["input_ids"]]
+        if return_offsets_mapping:
+            columns["offset_mapping"] = [e[0][1] if len(e) == 1 else e[0][1] + e[1][1] for e in examples]
         if pad_to is not None:
-            length = max((len(row) for row in ids), default=0) if pad_to == "longest" else pad_to
+            length = max(map(len, columns["input_ids"]), default=0) if pad_to == "longest" else pad_to
             if pad_to_multiple_of and length % pad_to_multiple_of:
                 length += pad_to_multiple_of - length % pad_to_multiple_of
         else:
             length = None
-        return self._assemble(ids, offsets, length, side, batched, return_tensors, return_attention_mask)
+        with_mask = return_attention_mask is None or return_attention_mask
+        return self._assemble(columns, length, side, batched, return_tensors, with_mask, return_length)
 
-    def encode(self, text: str, **kwargs: Any) -> list[int] | Any:
-        """The ids of one text (`**kwargs` as in `__call__`)."""
+    def encode(self, text: str, text_pair: str | None = None, **kwargs: Any) -> list[int] | Any:
+        """The ids of one text, or of a pair (the first text's ids then the second's); `**kwargs` as in `__call__`."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes one str, got {type(text).__name__}; call the tokenizer on a list instead")
-        return self(text, **kwargs)["input_ids"]
+        return self(text, text_pair, **kwargs)["input_ids"]
+
+    def encode_plus(self, text: str, text_pair: str | None = None, **kwargs: Any) -> BatchEncoding:
+        """transformers' older name for `tok(text, text_pair, ...)` on one text."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode_plus takes one str, got {type(text).__name__}; use batch_encode_plus for a list")
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(
+        self, batch_text_or_text_pairs: Sequence[str | tuple[str, str]], **kwargs: Any
+    ) -> BatchEncoding:
+        """transformers' older name for `tok([...])`: a list of texts or of (text, text_pair) tuples."""
+        if not isinstance(batch_text_or_text_pairs, (list, tuple)):
+            raise TypeError(
+                "batch_encode_plus takes a list of str or of (text, text_pair) tuples, "
+                f"got {type(batch_text_or_text_pairs).__name__}"
+            )
+        return self(list(batch_text_or_text_pairs), **kwargs)
+
+    def pad(
+        self,
+        encoded_inputs: dict[str, Any] | Sequence[dict[str, Any]],
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchEncoding:
+        """Pad encodings made earlier (a collator's job), as transformers' `PreTrainedTokenizerBase.pad`.
+
+        Takes one encoding or a batch as a dict (`tok(...)`'s output) or a list of dicts, with `input_ids` and
+        optionally `attention_mask`, `token_type_ids`, `special_tokens_mask` (the keys it pads; others pass as they
+        are). Padding options as in `__call__`; never truncates. Arrays in (np or jax) give arrays out unless
+        `return_tensors` says otherwise. `return_attention_mask=False` only stops a mask being made: a given one
+        is padded with the ids (transformers leaves it shorter than them).
+        """
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not encoded_inputs or not all(isinstance(e, Mapping) for e in encoded_inputs):
+                raise ValueError("pad takes a dict of lists, or a non-empty list of dicts (one per example)")
+            encoded_inputs = {key: [e[key] for e in encoded_inputs] for key in encoded_inputs[0]}
+        if not isinstance(encoded_inputs, Mapping):
+            raise TypeError(f"pad takes a dict (e.g. tok(...)'s output) or a list of dicts, got {type(encoded_inputs)}")
+        if "input_ids" not in encoded_inputs:
+            raise ValueError(f"pad needs input_ids among the keys, got {list(encoded_inputs)}")
+        side = _check_choice("padding_side", self.padding_side if padding_side is None else padding_side, SIDES)
+        if return_tensors not in (None, "np", "jax"):
+            raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'jax'")
+        if return_tensors is None:
+            return_tensors = _tensor_type(encoded_inputs["input_ids"])
+        columns = {key: _to_lists(value) for key, value in encoded_inputs.items()}
+        if len(columns["input_ids"]) == 0:  # transformers: nothing to pad, returned as given
+            if return_attention_mask:
+                columns["attention_mask"] = []
+            return BatchEncoding(columns)
+        pad_to, _, _ = self._padding_and_truncation(padding, None, max_length, pad_to_multiple_of)
+        batched = isinstance(columns["input_ids"][0], list)
+        if not batched:
+            columns = {key: [value] for key, value in columns.items()}
+        if (return_attention_mask is None or return_attention_mask) and "attention_mask" not in columns:
+            columns["attention_mask"] = [[1] * len(row) for row in columns["input_ids"]]
+        lengths = [len(row) for row in columns["input_ids"]]
+        if pad_to is not None:
+            length = max(lengths) if pad_to == "longest" else pad_to
+            if pad_to_multiple_of and length % pad_to_multiple_of:
+                length += pad_to_multiple_of - length % pad_to_multiple_of
+            for key in PADDED_BY_PAD:
+                if key in columns:
+                    columns[key] = [_pad(row, length, self._pad_value(key), side) for row in columns[key]]
+        if not batched:
+            columns = {key: value[0] for key, value in columns.items()}
+        if return_tensors is None:
+            return BatchEncoding(columns)
+        return BatchEncoding({key: _to_tensor(value, key, return_tensors) for key, value in columns.items()})
 
     def tokenize(self, text: str) -> list[str]:
         """Token strings. (With `original=True`, characters outside the vocabulary show as `<unk>` where
@@ -382,8 +536,8 @@ class OpenAIGPTTokenizer:
         return self._backend.encode(text).tokens
 
     def _padding_and_truncation(self, padding, truncation, max_length, pad_to_multiple_of):
-        """(pad target: None | "longest" | length, truncation length or None); transformers'
-        `_get_padding_truncation_strategies` rules, warnings and errors included."""
+        """(pad target: None | "longest" | length, truncation length or None, truncation strategy or None);
+        transformers' `_get_padding_truncation_strategies` rules, warnings and errors included."""
         if max_length is not None and (type(max_length) is not int or max_length < 0):
             raise ValueError(f"max_length must be a non-negative int, got {max_length!r}")
         if pad_to_multiple_of is not None and (type(pad_to_multiple_of) is not int or pad_to_multiple_of < 1):
@@ -401,11 +555,14 @@ class OpenAIGPTTokenizer:
         elif padding is False:
             padding = "do_not_pad"
         padding = _check_choice("padding", padding, PADDING_STRATEGIES)
-        truncate = truncation not in (None, False) and (
-            truncation is True or _check_choice("truncation", truncation, TRUNCATION_STRATEGIES) != "do_not_truncate"
-        )
-        if max_length is None and self.model_max_length is not None and (padding == "max_length" or truncate):
-            max_length = self.model_max_length
+        if truncation is True:
+            truncation = "longest_first"
+        elif truncation in (None, False):
+            truncation = "do_not_truncate"
+        strategy = _check_choice("truncation", truncation, TRUNCATION_STRATEGIES)
+        truncate = strategy != "do_not_truncate"
+        if max_length is None and self._max_length_limit is not None and (padding == "max_length" or truncate):
+            max_length = self._max_length_limit
         if max_length is None and padding == "max_length":
             warnings.warn("padding='max_length' without max_length, and no model_max_length: no padding", stacklevel=3)
             padding = "do_not_pad"
@@ -423,7 +580,7 @@ class OpenAIGPTTokenizer:
                 f"truncation length ({max_length}) is not a multiple of pad_to_multiple_of ({pad_to_multiple_of})"
             )
         pad_to = {"do_not_pad": None, "longest": "longest", "max_length": max_length}[padding]
-        return pad_to, (max_length if truncate else None)
+        return pad_to, (max_length if truncate else None), (strategy if truncate else None)
 
     def _encode_many(self, texts: list[str], with_offsets: bool):
         """(ids per text, offsets per text or None), before truncation and padding."""
@@ -462,11 +619,12 @@ class OpenAIGPTTokenizer:
     def _build_added_token_splitter(self):
         """A function text -> [(piece, None) | (added token, id)], as transformers' slow `tokenize` splits."""
         added = self.added_tokens_decoder
-        protected = {t.content for t in added.values() if t.special} | set(self.all_special_tokens)
-        # The slow tokenizer lowercases non-special normalized added tokens when adding them (do_lower_case).
-        by_match = {
-            (t.content.lower() if t.normalized and not t.special else t.content): (i, t) for i, t in added.items()
-        }
+        # The slow tokenizer lowercases the text except special tokens and non-special normalized added tokens, in
+        # their casing (PreTrainedTokenizer.tokenize, do_lower_case). Its add_tokens lowercases normalized new words
+        # (ours too, with original=True), so those match in any casing; one restored from a save keeps its casing
+        # and matches only that, as in the slow tokenizer.
+        protected = {t.content for t in added.values() if t.special or t.normalized} | set(self.all_special_tokens)
+        by_match = {t.content: (i, t) for i, t in added.items()}
         protect_re, added_re = _alternation(protected), _alternation(by_match)
 
         def split(text: str) -> list[tuple[str, int | None]]:
@@ -496,27 +654,35 @@ class OpenAIGPTTokenizer:
         self._added_token_splitter = split
         return split
 
-    def _assemble(self, ids, offsets, length, side, batched, return_tensors, return_attention_mask) -> BatchEncoding:
-        """Pad to `length` (None: no padding) on `side`; lists, or arrays [B, T] ([B, T, 2] for offsets)."""
+    def _assemble(self, columns, length, side, batched, return_tensors, return_attention_mask, return_length):
+        """Pad `columns` (rows per output key, input_ids first) to `length` (None: no padding) on `side`, add
+        attention_mask and length: lists, or arrays [B, T] ([B, T, 2] for offsets); keys in the fast tokenizer's
+        order."""
         if return_tensors is not None:
-            arrays = self._as_arrays(ids, offsets, length, side, return_attention_mask)
+            arrays = self._as_arrays(columns, length, side, return_attention_mask, return_length)
             if return_tensors == "jax":
                 import jax.numpy as jnp
 
                 arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-            return BatchEncoding(arrays)
-        masks = [[1] * len(row) for row in ids] if return_attention_mask else None
+            return BatchEncoding({k: arrays[k] for k in OUTPUT_KEYS if k in arrays})
+        if return_attention_mask:
+            columns["attention_mask"] = [[1] * len(row) for row in columns["input_ids"]]
         if length is not None:
-            pad_id = self.pad_token_id
-            ids = [_pad(row, length, pad_id, side) for row in ids]
-            masks = masks and [_pad(row, length, 0, side) for row in masks]
-            offsets = offsets and [_pad(row, length, (0, 0), side) for row in offsets]
-        out = {"input_ids": ids, "attention_mask": masks, "offset_mapping": offsets}
-        out = {k: v for k, v in out.items() if v is not None}
-        return BatchEncoding(out if batched else {k: v[0] for k, v in out.items()})
+            columns = {
+                key: [_pad(row, length, self._pad_value(key), side) for row in rows] for key, rows in columns.items()
+            }
+        if return_length:
+            columns["length"] = [len(row) for row in columns["input_ids"]]
+        out = {k: columns[k] for k in OUTPUT_KEYS if k in columns}
+        # The fast tokenizer unbatches every key but `length`, which stays a list of one.
+        return BatchEncoding(out if batched else {k: v if k == "length" else v[0] for k, v in out.items()})
 
-    def _as_arrays(self, ids, offsets, length, side, return_attention_mask) -> dict[str, np.ndarray]:
-        """One scatter of all the ids into a [B, T] array, not one list per row (the batch fast path)."""
+    def _pad_value(self, key: str) -> Any:
+        return self.pad_token_id if key == "input_ids" else PAD_VALUES[key]
+
+    def _as_arrays(self, columns, length, side, return_attention_mask, return_length) -> dict[str, np.ndarray]:
+        """One scatter per key of all its values into a [B, T] array, not one list per row (the batch fast path)."""
+        ids = columns["input_ids"]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         padded = lengths if length is None else np.maximum(lengths, length)  # padding never shortens a row
         width = int(padded.max(initial=length or 0))
@@ -531,17 +697,21 @@ class OpenAIGPTTokenizer:
             is_token = positions < lengths[:, None]  # [B, T]
         else:
             is_token = positions >= (width - lengths)[:, None]
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        input_ids = np.full((len(ids), width), self.pad_token_id if length is not None else 0, dtype=np.int64)
-        input_ids[is_token] = flat
-        arrays = {"input_ids": input_ids}
+        count = int(lengths.sum())
+        arrays = {}
+        for key, rows in columns.items():
+            flat = itertools.chain.from_iterable(rows)
+            if key == "offset_mapping":
+                values = np.fromiter(itertools.chain.from_iterable(flat), np.int64, count=2 * count).reshape(-1, 2)
+            else:
+                values = np.fromiter(flat, dtype=np.int64, count=count)
+            fill = self._pad_value(key) if length is not None else 0
+            arrays[key] = np.full((len(ids), width, *values.shape[1:]), fill, dtype=np.int64)
+            arrays[key][is_token] = values
         if return_attention_mask:
             arrays["attention_mask"] = is_token.astype(np.int64)
-        if offsets is not None:
-            arrays["offset_mapping"] = np.zeros((len(ids), width, 2), dtype=np.int64)
-            arrays["offset_mapping"][is_token] = np.asarray([o for row in offsets for o in row], np.int64).reshape(
-                -1, 2
-            )
+        if return_length:
+            arrays["length"] = np.full(len(ids), width, dtype=np.int64)
         return arrays
 
     # ---- decoding -----------------------------------------------------------------------------------------
@@ -630,12 +800,119 @@ def _alternation(strings: Iterable[str]) -> re.Pattern | None:
     return re.compile("(" + "|".join(map(re.escape, strings)) + ")") if strings else None
 
 
-def _as_texts(text: Any) -> tuple[list[str], bool]:
+def _truncate_sequences(seqs: list, max_length: int, strategy: str, side: str, original: bool) -> list:
+    """Cut one text or a pair, `seqs` = [(ids, offsets or None), ...], to `max_length` tokens together.
+
+    Default: the fast tokenizer's, i.e. `tokenizers`' Rust `truncate_encodings` (utils/truncation.rs): max_length 0
+    empties both; longest_first keeps the shorter text whole if the longer can take the whole cut, else gives the
+    shorter max_length // 2 (the first, if equal) and the longer the rest, so two 3-token texts cut to 5 keep 2 + 3.
+    original=True: the slow tokenizer's `truncate_sequences` (tokenization_utils_base.py): max_length 0 cuts
+    nothing; longest_first removes from the longer text until they are equal, then from both, the odd token from
+    the second, so the same pair keeps 3 + 2. In both, "only_first" / "only_second" must leave the text they cut at
+    least one token; where transformers fails (fast) or logs an error and cuts nothing (slow), we raise."""
+    if max_length == 0 and not original:
+        return [_cut(seq, 0, side) for seq in seqs]
+    lengths = [len(ids) for ids, _ in seqs]
+    to_remove = sum(lengths) - max_length
+    if to_remove <= 0 or max_length == 0:
+        return seqs
+    if strategy == "longest_first" and len(seqs) == 1:
+        return [_cut(seqs[0], max_length, side)]
+    if strategy == "longest_first":
+        n1, n2 = lengths
+        if original:
+            first_remove = min(abs(n2 - n1), to_remove)
+            half = (to_remove - first_remove) // 2
+            rest = to_remove - first_remove - half
+            keep = (n1 - first_remove - half, n2 - rest) if n1 > n2 else (n1 - half, n2 - first_remove - rest)
+        else:
+            short, long = min(n1, n2), max(n1, n2)
+            long = short if short > max_length else max(short, max_length - short)
+            if short + long > max_length:
+                short, long = max_length // 2, max_length // 2 + max_length % 2
+            keep = (long, short) if n1 > n2 else (short, long)
+        return [_cut(seq, k, side) for seq, k in zip(seqs, keep)]
+    which = 0 if strategy == "only_first" else 1
+    name = ("first", "second")[which]
+    if which >= len(seqs):
+        raise ValueError(
+            f"truncation='only_second' needs a text pair, but got one text of {lengths[0]} tokens "
+            f"(max_length={max_length}); use truncation='only_first' or 'longest_first'"
+        )
+    if lengths[which] <= to_remove:
+        raise ValueError(
+            f"truncation={strategy!r} must remove {to_remove} tokens to reach max_length={max_length}, but the {name} "
+            f"text has only {lengths[which]}; use truncation='longest_first' or "
+            f"'{'only_second' if which == 0 else 'only_first'}', or a larger max_length"
+        )
+    seqs = list(seqs)
+    seqs[which] = _cut(seqs[which], lengths[which] - to_remove, side)
+    return seqs
+
+
+def _cut(seq: tuple, keep: int, side: str) -> tuple:
+    ids, offsets = seq
+    return _truncate(ids, keep, side), (offsets if offsets is None else _truncate(offsets, keep, side))
+
+
+def _as_inputs(text: Any, text_pair: Any) -> tuple[list[str], list[str | None], bool]:
+    """(first texts, second text or None for each, batched) from the forms transformers' `__call__` takes: a text,
+    a text and text_pair, a list, two lists of equal length, or a list of str and (text, text_pair) tuples."""
     if isinstance(text, str):
-        return [text], False
-    if isinstance(text, (list, tuple)):
-        return [_check_str(t, f"text[{i}]") for i, t in enumerate(text)], True
-    raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise TypeError(f"text_pair must be a str when text is one, got {type(text_pair).__name__}")
+        return [text], [text_pair], False
+    if not isinstance(text, (list, tuple)):
+        raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+    if text_pair is not None:
+        if not isinstance(text_pair, (list, tuple)):
+            raise TypeError(f"text_pair must be a list of str when text is a list, got {type(text_pair).__name__}")
+        if len(text_pair) != len(text):
+            raise ValueError(f"text has {len(text)} texts but text_pair has {len(text_pair)}; they pair one to one")
+        firsts = [_check_str(t, f"text[{i}]") for i, t in enumerate(text)]
+        return firsts, [_check_str(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)], True
+    firsts, seconds = [], []
+    for i, item in enumerate(text):
+        if isinstance(item, (list, tuple)):
+            if len(item) != 2:
+                raise TypeError(f"text[{i}] must be a str or a (text, text_pair) pair, got {len(item)} items")
+            firsts.append(_check_str(item[0], f"text[{i}][0]"))
+            seconds.append(_check_str(item[1], f"text[{i}][1]"))
+        else:
+            firsts.append(_check_str(item, f"text[{i}]"))
+            seconds.append(None)
+    return firsts, seconds, True
+
+
+def _tensor_type(input_ids: Any) -> str | None:
+    """The return_tensors that `pad` infers from its input, as transformers does: arrays in, arrays out."""
+    first = input_ids
+    while isinstance(first, (list, tuple)) and first:
+        first = next((row for row in first if not isinstance(row, (list, tuple)) or row), first[0])
+    if isinstance(first, (np.ndarray, np.generic)):
+        return "np"
+    return "jax" if type(first).__module__.startswith("jax") else None
+
+
+def _to_lists(value: Any) -> Any:
+    """Arrays (np, jax), and lists of them, as nested lists of Python numbers."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_lists(v) for v in value)  # offsets stay (start, end) tuples
+    return np.asarray(value).tolist() if hasattr(value, "__array__") else value
+
+
+def _to_tensor(rows: Any, key: str, return_tensors: str) -> Any:
+    try:
+        array = np.asarray(rows, dtype=np.int64)
+    except ValueError:
+        raise ValueError(
+            f"return_tensors needs equal lengths, but the rows of {key!r} differ: pad them (padding=True)"
+        ) from None
+    if return_tensors == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+    return array
 
 
 def _check_str(value: Any, what: str) -> str:

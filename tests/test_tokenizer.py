@@ -471,3 +471,273 @@ def test_offline_hub_id_is_one_clear_error(monkeypatch):
     with pytest.raises(OSError, match="pass a local model directory") as info:
         OpenAIGPTTokenizer.from_pretrained("someone/not-cached-here")
     assert "\n" not in str(info.value)
+
+
+# ---- text pairs ----------------------------------------------------------------------------------------------
+
+PAIR_TEXTS = [
+    "",
+    "a",
+    "one two three",
+    "four five six",
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+]
+PAIRS = [(a, b) for a in PAIR_TEXTS for b in PAIR_TEXTS]
+STRATEGIES = ["longest_first", "only_first", "only_second", True]
+
+
+def outcome(call):
+    """The call's input_ids, or "error" where it raised (transformers' fast tokenizer raises a bare Exception)."""
+    try:
+        return call()["input_ids"]
+    except Exception:  # noqa: BLE001 - the fast tokenizer's Rust errors are plain Exceptions
+        return "error"
+
+
+def test_pairs_match_fast(padded_pair):
+    ours, ref = padded_pair
+    firsts, seconds = [a for a, _ in PAIRS], [b for _, b in PAIRS]
+    options = {"return_token_type_ids": True, "return_offsets_mapping": True, "return_special_tokens_mask": True}
+    for kwargs in ({}, {"padding": True, "return_length": True}, {"padding": "max_length", "max_length": 20}):
+        want = ref(firsts, seconds, **options, **kwargs)
+        assert ours(firsts, seconds, **options, **kwargs) == dict(want)
+        assert ours(PAIRS, **options, **kwargs) == dict(want)  # a list of (text, text_pair) tuples
+        assert ours.batch_encode_plus(PAIRS, **options, **kwargs) == dict(
+            ref.batch_encode_plus(PAIRS, **options, **kwargs)
+        )
+    for a, b in PAIRS[:12]:
+        assert ours(a, b, **options) == dict(ref(a, b, **options))
+        assert ours(a, text_pair=b)["input_ids"] == ref(a, text_pair=b)["input_ids"]
+        assert ours.encode(a, b) == ref.encode(a, b) == ours.encode(a) + ours.encode(b)
+        assert ours.encode_plus(a, b, return_token_type_ids=True) == dict(
+            ref.encode_plus(a, b, return_token_type_ids=True)
+        )
+    mixed = ["one text", ("a", "pair"), ""]
+    assert ours(mixed, return_token_type_ids=True) == dict(ref(mixed, return_token_type_ids=True))
+    kwargs = {"padding": True, "return_tensors": "np", "return_token_type_ids": True}
+    got, want = ours(PAIRS[8:10], **kwargs), ref(PAIRS[8:10], **kwargs)
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("truncation_side", ["right", "left"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_pair_truncation_matches_fast(padded_pair, strategy, truncation_side):
+    """The fast tokenizer's split (the Rust truncation), e.g. two 3-token texts cut to 5 keep 2 + 3."""
+    ours, ref = padded_pair
+    ours.truncation_side = ref.truncation_side = truncation_side
+    for max_length in range(14):
+        for a, b in PAIRS:
+            kwargs = {"truncation": strategy, "max_length": max_length, "return_offsets_mapping": True}
+            want = outcome(lambda: ref(a, b, **kwargs))  # noqa: B023 - called at once
+            if want == "error":
+                with pytest.raises(ValueError, match=r"only_(first|second)"):
+                    ours(a, b, **kwargs)
+            else:
+                got = ours(a, b, **kwargs)
+                assert got == dict(ref(a, b, **kwargs)), (a, b, max_length)
+        for a in PAIR_TEXTS:  # one text: only_second has nothing to cut
+            want = outcome(lambda: ref(a, truncation=strategy, max_length=max_length))  # noqa: B023
+            got = outcome(lambda: ours(a, truncation=strategy, max_length=max_length))  # noqa: B023
+            assert got == want, (a, max_length)
+    if strategy in ("longest_first", True) and truncation_side == "right":
+        first, second = "one two three", "four five six"
+        a, b = ours.encode(first), ours.encode(second)
+        cut = {"truncation": strategy, "max_length": 5}
+        assert (
+            len(a) == len(b) == 3 and ours.encode(first, second, **cut) == ref.encode(first, second, **cut) == a[:2] + b
+        )
+
+
+def test_pair_truncation_errors_are_clear(padded_pair):
+    ours, _ = padded_pair
+    with pytest.raises(ValueError, match=r"only_second.*remove 3 tokens.*max_length=3.*second text has only 3"):
+        ours("one two three", "four five six", truncation="only_second", max_length=3)
+    with pytest.raises(ValueError, match=r"only_second.*needs a text pair"):
+        ours("one two three", truncation="only_second", max_length=2)
+    with pytest.raises(ValueError, match=r"only_first.*first text has only 0"):
+        ours(["x", ""], ["y", "four five six"], truncation="only_first", max_length=2)
+    with pytest.raises(ValueError, match="text has 2 texts but text_pair has 1"):
+        ours(["a", "b"], ["c"])
+    with pytest.raises(TypeError, match="text_pair must be a str"):
+        ours("a", ["b"])
+    with pytest.raises(TypeError, match=r"text\[1\] must be a str or a \(text, text_pair\) pair, got 3"):
+        ours(["a", ("b", "c", "d")])
+    with pytest.raises(TypeError, match=r"text_pair\[0\] must be a str"):
+        ours(["a"], [None])
+
+
+@pytest.mark.parametrize("truncation_side", ["right", "left"])
+def test_pair_truncation_original_matches_slow(truncation_side):
+    """The slow tokenizer's split: two 3-token texts cut to 5 keep 3 + 2; max_length=0 cuts nothing. Where it logs
+    an error and leaves the pair uncut (a text too short for only_first / only_second), we raise."""
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True, truncation_side=truncation_side)
+    ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES, truncation_side=truncation_side)
+    transformers.logging.set_verbosity(transformers.logging.CRITICAL)  # the slow tokenizer's logged errors
+    try:
+        pairs = PAIRS[::3] + [("don't — Café", "ÉCOLE naïve")]
+        for strategy in STRATEGIES:
+            for max_length in range(0, 13, 2 if strategy is True else 1):
+                for a, b in pairs:
+                    want = ref(a, b, truncation=strategy, max_length=max_length, return_token_type_ids=True)
+                    if max_length and len(want["input_ids"]) > max_length:
+                        with pytest.raises(ValueError, match=r"only_(first|second)"):
+                            ours(a, b, truncation=strategy, max_length=max_length)
+                    else:
+                        got = ours(a, b, truncation=strategy, max_length=max_length, return_token_type_ids=True)
+                        assert got == dict(want), (a, b, strategy, max_length)
+                want = ref(pairs[-1][0], truncation=strategy, max_length=max_length)["input_ids"]
+                if strategy != "only_second" or len(want) <= max_length or not max_length:
+                    assert ours.encode(pairs[-1][0], truncation=strategy, max_length=max_length) == want
+    finally:
+        transformers.logging.set_verbosity_warning()
+    if truncation_side == "right":
+        first, second = "one two three", "four five six"
+        a, b = ours.encode(first), ours.encode(second)
+        cut = {"truncation": True, "max_length": 5}
+        assert (
+            len(a) == len(b) == 3 and ours.encode(first, second, **cut) == ref.encode(first, second, **cut) == a + b[:2]
+        )
+    a, b = pairs[-1]
+    kwargs = {"add_special_tokens": False, "return_token_type_ids": True}
+    for call in (lambda tok: tok(a, b, **kwargs), lambda tok: tok([a], [b], **kwargs)):
+        with pytest.raises(ValueError, match="token_type_ids.*add_special_tokens"):
+            call(ref)
+        with pytest.raises(ValueError, match="return_token_type_ids=True with add_special_tokens=False"):
+            call(ours)
+    assert ours([a], [b], return_token_type_ids=True) == dict(ref([a], [b], return_token_type_ids=True))
+
+
+# ---- the rest of transformers' API ----------------------------------------------------------------------------
+
+
+def test_model_max_length_like_transformers(hf_fast, padded_pair):
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+    assert ours.model_max_length == hf_fast.model_max_length == int(1e30)
+    assert min(ours.model_max_length, 512) == 512
+    assert OpenAIGPTTokenizer.from_pretrained(FIXTURES, model_max_length=7).model_max_length == 7
+    ours.model_max_length = None
+    assert ours.model_max_length == int(1e30)
+    with pytest.raises(ValueError, match="model_max_length.*'long'"):
+        ours.model_max_length = "long"
+    with pytest.warns(UserWarning, match="no model_max_length: no truncation"):
+        assert ours(BATCH, truncation=True)["input_ids"] == hf_fast(BATCH, truncation=True)["input_ids"]
+
+
+def test_return_options_match_fast(padded_pair):
+    ours, ref = padded_pair
+    texts = BATCH + ["x <pad> y"]
+    options = {"return_token_type_ids": True, "return_special_tokens_mask": True, "return_length": True}
+    for kwargs in ({}, {"padding": True}, {"padding": "max_length", "max_length": 9, "truncation": True},
+                   {"padding": True, "padding_side": "left", "return_offsets_mapping": True},
+                   {"return_attention_mask": False}):  # fmt: skip
+        for text in (texts, texts[0], texts[1]):
+            got, want = ours(text, **options, **kwargs), ref(text, **options, **kwargs)
+            assert got == dict(want) and list(got) == list(want)
+        kwargs = {**options, **kwargs, "padding": kwargs.get("padding", True)}
+        got, want = ours(texts, return_tensors="np", **kwargs), ref(texts, return_tensors="np", **kwargs)
+        assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    assert ours.encode_plus(texts[0]) == dict(ref.encode_plus(texts[0]))
+    assert ours.batch_encode_plus(texts, padding=True) == dict(ref.batch_encode_plus(texts, padding=True))
+
+
+PAD_INPUTS = [
+    {"input_ids": [[1, 2, 3], [4]]},
+    {"input_ids": [1, 2, 3]},
+    {
+        "input_ids": [[1, 2, 3], [4]],
+        "attention_mask": [[1, 1, 1], [1]],
+        "token_type_ids": [[0, 0, 1], [0]],
+        "special_tokens_mask": [[0, 0, 0], [0]],
+        "length": [3, 1],
+    },
+    {"input_ids": [1, 2], "attention_mask": [0, 1]},
+    {"input_ids": [[]]},
+    {"input_ids": []},
+]
+PAD_CALLS = [
+    {},
+    {"padding": False},
+    {"padding": "longest", "pad_to_multiple_of": 4},
+    {"padding": "max_length", "max_length": 5, "padding_side": "left"},
+    {"padding": "max_length", "max_length": 2},  # never truncates
+    {"return_attention_mask": False},
+]
+
+
+@pytest.mark.parametrize("kwargs", PAD_CALLS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "none")
+def test_pad_matches_fast(padded_pair, kwargs):
+    ours, ref = padded_pair
+
+    def want(inputs):
+        padded = dict(ref.pad(inputs, **kwargs))
+        if "attention_mask" in padded and kwargs.get("return_attention_mask") is False:
+            # transformers leaves a given mask unpadded then, shorter than input_ids; we pad it
+            padded["attention_mask"] = ours.pad(inputs)["attention_mask"]
+        return padded
+
+    for inputs in PAD_INPUTS:
+        assert ours.pad(dict(inputs), **kwargs) == want(dict(inputs)), inputs
+    examples = [{"input_ids": [5, 6, 7]}, {"input_ids": [8]}]
+    assert ours.pad(examples, **kwargs) == want(examples)
+    assert ours.pad(ours(BATCH), **kwargs) == want(ref(BATCH))
+
+
+def test_pad_tensors_like_fast(padded_pair):
+    ours, ref = padded_pair
+    for inputs, kwargs in [
+        ({"input_ids": [[1, 2, 3], [4]]}, {"return_tensors": "np"}),
+        ({"input_ids": np.array([[1, 2, 3], [4, 5, 6]])}, {}),  # arrays in: arrays out
+        ({"input_ids": [np.array([1, 2]), np.array([3])]}, {}),
+        ({"input_ids": [[1, 2, 3], [4]]}, {"return_tensors": "np", "padding_side": "left"}),
+    ]:
+        got, want = ours.pad(inputs, **kwargs), ref.pad(inputs, **kwargs)
+        assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+        assert all(isinstance(v, np.ndarray) for v in got.values())
+    as_jax = ours.pad({"input_ids": [[1, 2, 3], [4]]}, return_tensors="jax")
+    assert isinstance(as_jax["input_ids"], jax.Array) and as_jax["input_ids"].shape == (2, 3)
+    assert isinstance(ours.pad({"input_ids": jax.numpy.ones((2, 3), int)})["attention_mask"], jax.Array)
+    with pytest.raises(ValueError, match="equal lengths.*'input_ids'"):
+        ours.pad({"input_ids": [[1, 2, 3], [4]]}, padding=False, return_tensors="np")
+    with pytest.raises(ValueError, match=r"needs input_ids.*\['attention_mask'\]"):
+        ours.pad({"attention_mask": [[1]]})
+    with pytest.raises(ValueError, match="no pad token"):
+        OpenAIGPTTokenizer.from_pretrained(FIXTURES).pad({"input_ids": [[1, 2], [3]]})
+
+
+def test_small_api_matches_fast(hf_fast, ours, ours_original, hf_slow):
+    tokens = hf_fast.tokenize("Hello, wonderful world!") + ["\n</w>", "x"]
+    assert ours.convert_tokens_to_string(tokens) == hf_fast.convert_tokens_to_string(tokens)
+    assert ours_original.convert_tokens_to_string(tokens) == hf_slow.convert_tokens_to_string(tokens)
+    assert (ours.is_fast, ours_original.is_fast) == (hf_fast.is_fast, hf_slow.is_fast) == (True, False)
+    assert ours.name_or_path == transformers.AutoTokenizer.from_pretrained(FIXTURES).name_or_path == FIXTURES
+    assert OpenAIGPTTokenizer(VOCAB, MERGES).name_or_path == hf_fast.name_or_path == ""
+    a, b = OpenAIGPTTokenizer.from_pretrained(FIXTURES), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    assert a.special_tokens_map == b.special_tokens_map == {"unk_token": "<unk>"}
+    for tok in (a, b):
+        tok.add_special_tokens({**TASK_TOKENS, "pad_token": "<pad>", "additional_special_tokens": ["<x>", "<y>"]})
+    assert a.special_tokens_map == b.special_tokens_map and list(a.special_tokens_map) == list(b.special_tokens_map)
+
+
+def test_add_empty_token_adds_nothing(hf_fast, hf_slow):
+    for original, ref in ((False, transformers.OpenAIGPTTokenizerFast), (True, transformers.OpenAIGPTTokenizer)):
+        ours, ref = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=original), ref(VOCAB, MERGES)
+        for tok in (ours, ref):
+            assert tok.add_tokens([""]) == tok.add_tokens("") == tok.add_tokens([""], special_tokens=True) == 0
+            assert tok.add_tokens(["", "NewWord"]) == 1
+        assert len(ours) == len(ref) == 40479 and ours.encode("a NewWord") == ref.encode("a NewWord")
+
+
+def test_original_loads_fast_saved_added_token_in_its_casing(tmp_path):
+    """A fast tokenizer's "Brown" stays "Brown" in the slow one (no lowercasing on load) and matches only so."""
+    saver = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    saver.add_tokens(["Brown", "lower"])
+    saver.save_pretrained(tmp_path)
+    ours = OpenAIGPTTokenizer.from_pretrained(tmp_path, original=True)
+    ref = transformers.OpenAIGPTTokenizer.from_pretrained(tmp_path)
+    text = "Brown brown BROWN the Brown fox, lower LOWER Lower"
+    assert ours.encode(text) == ref.encode(text)
+    assert ours.encode(text).count(ours.convert_tokens_to_ids("Brown")) == 2
+    ours.add_tokens(["Fox"])
+    ref.add_tokens(["Fox"])  # added here, so lowercased: matched in any casing
+    assert ours.encode(text + " Fox fox FOX") == ref.encode(text + " Fox fox FOX")
