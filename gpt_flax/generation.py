@@ -490,7 +490,9 @@ def generate(
         raise ValueError(
             f"num_return_sequences={num_return_sequences} needs do_sample=True: greedy decoding returns the same sequence"
         )
-    eos = _int_list("eos_token_id", eos_token_id if eos_token_id is not None else (config.eos_token_id or []))
+    if eos_token_id is None:
+        eos_token_id = config.eos_token_id if config.eos_token_id is not None else []  # 0 is a token id
+    eos = _int_list("eos_token_id", eos_token_id)
     if pad_token_id is None:
         pad_token_id = config.pad_token_id
     if pad_token_id is None and eos:

@@ -213,6 +213,21 @@ def test_eos_stops_rows_independently(small, decode_path):
         assert (ours[b, 7 + stop :] == pad).all()
 
 
+def test_config_eos_token_id_0_stops_like_transformers():
+    config = SMALL.replace(eos_token_id=0)  # id 0 is a token like any other
+    model = FlaxOpenAIGPTLMHeadModel(config, seed=3)
+    rng = np.random.default_rng(0)
+    # a prompt whose free continuation emits 0 before its end
+    ids = next(
+        p
+        for p in (rng.integers(1, 37, (1, 7)) for _ in range(200))
+        if 0 in gen.generate(model.params["transformer"], SMALL, p, max_new_tokens=12)[0, 7:-1]
+    )
+    ours = model.generate(ids, max_new_tokens=12)
+    np.testing.assert_array_equal(ours, hf_generate(torch_model("lm", config, model.params), ids, max_new_tokens=12))
+    assert ours.shape[1] < 7 + 12 and ours[0, -1] == 0
+
+
 def test_all_rows_finished_ends_early(small):
     model, ref = small
     ids = prompts(6, batch=1)
