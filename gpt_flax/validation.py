@@ -7,6 +7,8 @@ Each failure is a ValueError (TypeError for non-arrays) that names the input and
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,9 +124,27 @@ def _validate_double(config, shape, a) -> None:
         if tuple(mc_labels.shape) != shape[:1]:
             raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
         _check_int("mc_labels", mc_labels)
-        # mc_logits run over choices for cls_index; transformers' other summaries leave [B, T] (see heads).
-        n_classes = shape[1] if config.summary_type == "cls_index" else shape[2]
-        _check_range("mc_labels", mc_labels, 0, n_classes, allowed=(-100,))
+        # transformers' loss is cross_entropy(mc_logits.view(-1, last axis), mc_labels.view(-1)). mc_logits run over
+        # choices for cls_index ([B, C]), transformers' other summaries leave [B, T] (see heads); without a
+        # projection to one value per choice they keep a last axis of the summary's width.
+        lead = shape[:2] if config.summary_type == "cls_index" else (shape[0], shape[2])
+        width = _summary_width(config)
+        logits_shape = lead if width == 1 else (*lead, width)
+        rows = math.prod(logits_shape[:-1])
+        if rows != shape[0]:
+            raise ValueError(
+                f"mc_logits have shape {logits_shape}, so transformers' loss needs {rows} mc_labels, got "
+                f"{shape[0]}: without a projection to one logit per choice (summary_use_proj, summary_proj_to_labels "
+                "with num_labels=1) mc_labels works only with one choice"
+            )
+        _check_range("mc_labels", mc_labels, 0, logits_shape[-1], allowed=(-100,))
+
+
+def _summary_width(config) -> int:
+    """The last axis of transformers' OpenAIGPTSequenceSummary: num_labels when projecting to labels, else n_embd."""
+    if config.summary_use_proj and config.summary_proj_to_labels and config.num_labels > 0:
+        return config.num_labels
+    return config.n_embd
 
 
 def _validate_cls(config, shape, a) -> None:

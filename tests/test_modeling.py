@@ -254,6 +254,22 @@ def test_double_heads_summary_options(summary):
         assert_outputs_close(ours, theirs)
 
 
+@pytest.mark.parametrize("summary", [{"summary_use_proj": False}, {"summary_proj_to_labels": False}])
+def test_double_heads_one_choice_without_projection_loss_runs_over_the_summary_width(summary):
+    """mc_logits [B, 1, D]: transformers' mc_loss takes D classes (mc_logits.view(-1, D)); so does ours."""
+    config = small_config(**summary, summary_type="cls_index", summary_last_dropout=0.0)
+    model, tm = flax_and_torch("double", config)
+    inputs = make_inputs("double", model.config, labels=True)
+    inputs = {k: v[:, :1] if k in ("input_ids", "labels", "mc_token_ids") else v for k, v in inputs.items()}
+    inputs["mc_labels"] = np.array([config.n_embd - 1, 3], np.int32)  # [B]: classes of the summary's width
+    ours, theirs = run_both(model, tm, inputs)
+    assert ours.mc_logits.shape == (B, 1, config.n_embd)
+    assert_outputs_close(ours, theirs)
+    assert_grads_close("double", model, tm, inputs)
+    with pytest.raises(ValueError, match=r"mc_logits have shape .* needs 6 mc_labels, got 2"):
+        model(make_inputs("double", model.config)["input_ids"][:, :3], mc_labels=np.zeros(2, np.int32))
+
+
 def test_every_summary_activation_is_transformers_get_activation():
     from transformers.activations import get_activation
 
