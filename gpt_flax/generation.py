@@ -128,22 +128,14 @@ def pack_layers(h_params, n_layer: int) -> tuple:
     """`split_layers`, with every dense kernel packed for `cpu_decode.matmul` (float32).
 
     One pass over the weights per `generate` call, outside the loop, so that every decode step
-    reads them in the kernel's order; each layer is packed straight from the stack.
+    reads them in the kernel's order; each kernel is packed straight from its [L, ...] stack.
     """
 
-    def is_dense(node) -> bool:
-        return isinstance(node, dict) and "kernel" in node
-
     def layer(i):
-        def take(node):
-            if is_dense(node):
-                return {
-                    **jax.tree_util.tree_map(lambda a: a[i], node),
-                    "kernel": cpu_decode.pack(node["kernel"], layer=i),
-                }
-            return jax.tree_util.tree_map(lambda a: a[i], node)
+        def take(path, stack):
+            return cpu_decode.pack(stack, layer=i) if path[-1].key == "kernel" else stack[i]
 
-        return jax.tree_util.tree_map(take, h_params, is_leaf=is_dense)
+        return jax.tree_util.tree_map_with_path(take, h_params)
 
     return tuple(layer(i) for i in range(n_layer))
 
@@ -348,10 +340,11 @@ def _generate_loop(
     """
     B, T = input_ids.shape
     dtype = jnp.dtype(dtype)
-    layers, lm_head = split_layers(params["h"], config.n_layer), None
     if cpu_kernel:
         layers = pack_layers(params["h"], config.n_layer)
         lm_head = cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
+    else:
+        layers, lm_head = split_layers(params["h"], config.n_layer), None
 
     def pick(logits, step, done):
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
