@@ -39,6 +39,7 @@ from gpt_flax.heads import lm_logits
 from gpt_flax.kernels import cpu_decode
 from gpt_flax.layers import ACT_FNS, dense, layer_norm
 from gpt_flax.model import embed
+from gpt_flax.validation import ragged_rows
 
 logger = logging.getLogger("gpt_flax")
 
@@ -303,13 +304,23 @@ class _State(NamedTuple):
 
 
 # Streamers of the calls in flight, by id: the compiled loop calls back `_emit` with an id (an
-# argument, not a constant) so a new streamer does not recompile anything.
+# argument, not a constant) so a new streamer does not recompile anything. An exception a streamer
+# raises is kept here (the loop would see only XLA's INTERNAL error), stops the loop, and `generate`
+# raises it again: a streamer may stop generation by raising, as in transformers.
 _STREAMERS: dict = {}
+_STREAM_ERRORS: dict = {}
 _stream_ids = itertools.count()
 
 
-def _emit(stream_id, tokens) -> None:
-    _STREAMERS[int(stream_id)](np.asarray(tokens))
+def _emit(stream_id, tokens) -> np.ndarray:
+    """Hand one step's tokens to the streamer; True when it raised (the loop then stops)."""
+    stream_id = int(stream_id)
+    if stream_id not in _STREAM_ERRORS:
+        try:
+            _STREAMERS[stream_id](np.asarray(tokens))
+        except BaseException as e:  # noqa: BLE001 - raised again by `generate`, on the host
+            _STREAM_ERRORS[stream_id] = e
+    return np.asarray(stream_id in _STREAM_ERRORS)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream", "cpu_kernel"))
@@ -352,7 +363,7 @@ def _generate_loop(
         token = jnp.where(done, pad_id, token)
         done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=-1)
         if stream:
-            io_callback(_emit, None, stream_id, token, ordered=True)
+            done = done | io_callback(_emit, jax.ShapeDtypeStruct((), jnp.bool_), stream_id, token, ordered=True)
         return token, done
 
     # The kernels' attention reads only the live slots: one phase over the whole cache.
@@ -414,6 +425,10 @@ def _check_ids(input_ids, config: OpenAIGPTConfig) -> np.ndarray:
     try:
         ids = np.asarray(input_ids)
     except (TypeError, ValueError):
+        if ragged_rows(input_ids):
+            raise ValueError(
+                f"input_ids rows differ in length ({ragged_rows(input_ids)}): pad them and pass an attention_mask"
+            ) from None
         raise TypeError(f"input_ids must be an array or nested list of ints, got {type(input_ids).__name__}") from None
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, seq_len], got shape {ids.shape}")
@@ -432,11 +447,20 @@ def _as_key(prng_key):
     """A jax.random key from a key, a raw uint32[2] key or an int seed; fresh entropy when None."""
     if prng_key is None:
         return jax.random.key(int.from_bytes(os.urandom(4), "little"))
-    if isinstance(prng_key, (int, np.integer)):
-        return jax.random.key(int(prng_key))
-    if jnp.issubdtype(jnp.asarray(prng_key).dtype, jax.dtypes.prng_key):
+    if isinstance(prng_key, (int, np.integer)) and not isinstance(prng_key, bool):
+        try:
+            return jax.random.key(int(prng_key))
+        except OverflowError:
+            raise ValueError(f"prng_key as an int seed must be in [-2**63, 2**63), got {prng_key}") from None
+    if isinstance(prng_key, jax.Array) and jnp.issubdtype(prng_key.dtype, jax.dtypes.prng_key):
         return prng_key
-    return jax.random.wrap_key_data(jnp.asarray(prng_key, jnp.uint32))
+    raw = np.asarray(prng_key) if not isinstance(prng_key, (str, bytes)) else None
+    if raw is None or raw.shape != (2,) or not np.issubdtype(raw.dtype, np.integer):
+        raise ValueError(
+            "prng_key must be an int seed, a jax.random.key or a raw uint32[2] key (jax.random.PRNGKey), "
+            f"got {prng_key!r}"
+        )
+    return jax.random.wrap_key_data(jnp.asarray(raw, jnp.uint32))
 
 
 def generate(
@@ -469,6 +493,8 @@ def generate(
     step's tokens as they are chosen. top_k=None means no top-k filter (transformers' default is 50).
     """
     ids = _check_ids(input_ids, config)
+    if streamer is not None and not callable(streamer):
+        raise TypeError(f"streamer must be a callable taking each step's tokens, got {type(streamer).__name__}")
     T = ids.shape[1]
     mask = None
     if attention_mask is not None:
@@ -477,7 +503,11 @@ def generate(
             raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
     max_new_tokens = _resolve_max_new_tokens(config, T, max_new_tokens, max_length)
     sampler, temperature, top_p = _resolve_sampler(do_sample, temperature, top_k, top_p)
-    if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
+    if (
+        not isinstance(num_return_sequences, (int, np.integer))
+        or isinstance(num_return_sequences, bool)
+        or num_return_sequences < 1
+    ):
         raise ValueError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
     if num_return_sequences > 1 and not do_sample:
         raise ValueError(
@@ -486,6 +516,10 @@ def generate(
     if eos_token_id is None:
         eos_token_id = config.eos_token_id if config.eos_token_id is not None else []  # 0 is a token id
     eos = _int_list("eos_token_id", eos_token_id)
+    if any(not 0 <= e < config.vocab_size for e in eos):
+        logger.warning("eos_token_id %s is outside [0, %d): no generated token can match it", eos, config.vocab_size)
+    if pad_token_id is not None and (not isinstance(pad_token_id, (int, np.integer)) or isinstance(pad_token_id, bool)):
+        raise ValueError(f"pad_token_id must be an int, got {pad_token_id!r}")
     if pad_token_id is None:
         pad_token_id = config.pad_token_id
     if pad_token_id is None and eos:
@@ -523,6 +557,9 @@ def generate(
         tokens, count = np.asarray(tokens), int(count)
     finally:
         _STREAMERS.pop(stream_id, None)
+        error = _STREAM_ERRORS.pop(stream_id, None)
+    if error is not None:
+        raise error
     return np.concatenate([ids, tokens[:, :count]], axis=1)
 
 
@@ -530,9 +567,16 @@ def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_to
     """transformers' rule (`_prepare_generated_length`): max_new_tokens wins over max_length (prompt +
     new); with neither, 20 new tokens, the total capped at n_positions."""
     if max_new_tokens is None and max_length is None:
+        if prompt_len >= config.n_positions:
+            raise ValueError(
+                f"the prompt's {prompt_len} tokens fill n_positions={config.n_positions}: no room to generate "
+                "(GPT's position embeddings are absolute); shorten the prompt"
+            )
         max_length = min(prompt_len + DEFAULT_NEW_TOKENS, config.n_positions)
     if max_new_tokens is None:
-        if not isinstance(max_length, (int, np.integer)) or max_length <= prompt_len:
+        if not isinstance(max_length, (int, np.integer)) or isinstance(max_length, bool):
+            raise ValueError(f"max_length must be an int (the prompt plus new tokens), got {max_length!r}")
+        if max_length <= prompt_len:
             raise ValueError(
                 f"max_length={max_length!r} leaves no room after the {prompt_len}-token prompt; "
                 "raise max_length or pass max_new_tokens"
@@ -552,8 +596,13 @@ def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_to
 def _resolve_sampler(do_sample, temperature, top_k, top_p):
     if temperature is None:
         temperature = 1.0
-    if not isinstance(temperature, (int, float, np.floating, np.integer)) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if (
+        not isinstance(temperature, (int, float, np.floating, np.integer))
+        or isinstance(temperature, bool)
+        or not np.isfinite(np.float32(temperature))
+        or not np.float32(temperature) > 0  # the logits are divided by it in float32: 1e-46 is 0 there
+    ):
+        raise ValueError(f"temperature must be a finite number > 0 (in float32), got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k filter), got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, (int, float, np.floating)) or not 0.0 < top_p <= 1.0):

@@ -356,6 +356,16 @@ def test_same_shapes_do_not_recompile(small):
         ({"top_k": 0, "do_sample": True}, "top_k"),
         ({"num_return_sequences": 2}, "do_sample"),
         ({"attention_mask": np.zeros((3, 7))}, "attention_mask"),
+        # 1e-46 is > 0 as a Python float but 0 in float32, where the logits are divided by it
+        ({"temperature": 1e-46, "do_sample": True}, r"temperature must be a finite number > 0 \(in float32\)"),
+        ({"temperature": True, "do_sample": True}, "temperature"),
+        ({"max_length": 10.0}, "max_length must be an int"),
+        ({"max_length": "10"}, "max_length must be an int"),
+        ({"pad_token_id": 2.7}, "pad_token_id must be an int, got 2.7"),
+        ({"num_return_sequences": True, "do_sample": True}, "num_return_sequences"),
+        ({"prng_key": 2**70, "do_sample": True}, r"prng_key as an int seed must be in \[-2\*\*63, 2\*\*63\)"),
+        ({"prng_key": 1.5, "do_sample": True}, "prng_key must be an int seed, a jax.random.key"),
+        ({"prng_key": "abc", "do_sample": True}, "prng_key must be"),
     ],
 )
 def test_clear_errors(small, kwargs, message):
@@ -370,6 +380,42 @@ def test_bad_input_ids(small):
         model.generate(np.full((1, 3), SMALL.vocab_size))
     with pytest.raises(ValueError, match=r"\[batch, seq_len\]"):
         model.generate(np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="input_ids rows differ in length .row 0 has 2, row 1 has 1."):
+        model.generate([[1, 2], [1]])
+    with pytest.raises(ValueError, match="the prompt's 80 tokens fill n_positions=80"):
+        model.generate(np.zeros((1, SMALL.n_positions), np.int32))
+
+
+def test_an_eos_no_token_can_match_is_warned_about(small, caplog):
+    model, _ = small
+    model.generate(prompts(), max_new_tokens=2, eos_token_id=-1)
+    assert "eos_token_id [-1] is outside [0, 37)" in caplog.text
+
+
+def test_a_streamer_that_raises_stops_generation_with_its_own_error(small, decode_path):
+    """As in transformers (which calls the streamer from Python): the user's exception, unchanged,
+    not XLA's INTERNAL error, and no further steps once it raised."""
+    model, _ = small
+
+    class Enough(Exception):
+        pass
+
+    calls = []
+
+    def streamer(tokens):
+        calls.append(tokens)
+        if len(calls) == 3:
+            raise Enough("three steps are enough")
+
+    with pytest.raises(Enough, match="three steps are enough"):
+        model.generate(prompts(), max_new_tokens=20, streamer=streamer)
+    assert len(calls) == 3
+    assert not gen._STREAMERS and not gen._STREAM_ERRORS
+    seen = []  # the next call streams as usual
+    out = model.generate(prompts(), max_new_tokens=5, streamer=seen.append)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), out[:, 7:])
+    with pytest.raises(TypeError, match="streamer must be a callable"):
+        model.generate(prompts(), max_new_tokens=5, streamer=[])
 
 
 # -- pipeline and CLI ----------------------------------------------------------------------------
