@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from gpt_flax.commands import COMMANDS
@@ -15,8 +16,15 @@ from gpt_flax.commands import COMMANDS
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError, KeyError, ImportError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt-flax", description="OpenAI GPT (GPT-1) in JAX/Flax.")
+    parser = _Parser(prog="gpt-flax", description="OpenAI GPT (GPT-1) in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"gpt_flax.commands.{name}")
@@ -31,6 +39,9 @@ def main(argv: list | None = None) -> int:
     except KeyboardInterrupt:
         print("gpt-flax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`gpt-flax generate ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141  # as a shell reports a process killed by SIGPIPE
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gpt-flax {args.command}: error: {message}", file=sys.stderr)

@@ -63,9 +63,14 @@ class TextGenerationPipeline:
 
     def __call__(self, text_inputs: str | list, **kwargs: Any):
         single = isinstance(text_inputs, str)
-        texts = [text_inputs] if single else list(text_inputs)
+        try:
+            texts = [text_inputs] if single else list(text_inputs)
+        except TypeError:
+            texts = []
         if not texts or not all(isinstance(t, str) for t in texts):
-            raise TypeError("text-generation takes a string or a non-empty list of strings")
+            raise TypeError(
+                f"text-generation takes a string or a non-empty list of strings, got {type(text_inputs).__name__}"
+            )
         _check_options(kwargs)
         given = {**self.defaults, **kwargs}  # what the user asked for, at construction or now
         options = {**self.task_defaults, **given}
@@ -73,6 +78,8 @@ class TextGenerationPipeline:
         return_tensors = options.pop("return_tensors", False)
         seed = options.pop("seed", None)
         if seed is not None:
+            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+                raise ValueError(f"seed must be an int, got {seed!r}")
             options.setdefault("prng_key", int(seed))
         ids, mask = self._encode(texts)
         if "max_new_tokens" not in given:

@@ -20,6 +20,8 @@ import itertools
 import json
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -235,9 +237,6 @@ class OpenAIGPTTokenizer:
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, {save_directory} is a file")
         os.makedirs(save_directory, exist_ok=True)
-        tokenizer_path = os.path.join(save_directory, TOKENIZER_FILE)
-        self._backend.save(tokenizer_path)
-        vocab_path, merges_path = self._backend.model.save(str(save_directory))
         special_map = self.special_tokens_map
         config = {
             "added_tokens_decoder": {
@@ -251,13 +250,25 @@ class OpenAIGPTTokenizer:
         }
         if self._max_length_limit is not None:
             config["model_max_length"] = self._max_length_limit
-        paths = [tokenizer_path, vocab_path, merges_path]
-        for name, content in ((CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, special_map)):
-            paths.append(os.path.join(save_directory, name))
-            with open(paths[-1], "w", encoding="utf-8") as f:
-                json.dump(content, f, indent=2, ensure_ascii=False, sort_keys=True)
-                f.write("\n")
-        return tuple(paths)
+        # Every file is written beside the others first, then moved into place: a failed write (a
+        # full disk) leaves the directory as it was, not a truncated tokenizer.json.
+        staging = tempfile.mkdtemp(dir=save_directory, prefix=".tokenizer.tmp-")
+        try:
+            try:
+                self._backend.save(os.path.join(staging, TOKENIZER_FILE))
+                self._backend.model.save(staging)
+                for name, content in ((CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, special_map)):
+                    with open(os.path.join(staging, name), "w", encoding="utf-8") as f:
+                        json.dump(content, f, indent=2, ensure_ascii=False, sort_keys=True)
+                        f.write("\n")
+            except Exception as e:  # noqa: BLE001 - `tokenizers` raises a bare Exception ("File too large")
+                raise OSError(f"cannot write the tokenizer to {save_directory}: {e}") from None
+            names = [TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE, CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE]
+            for name in names:
+                os.replace(os.path.join(staging, name), os.path.join(save_directory, name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return tuple(os.path.join(save_directory, name) for name in names)
 
     # ---- vocabulary ---------------------------------------------------------------------------------------
 

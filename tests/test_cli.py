@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -66,3 +68,49 @@ def test_init_random_refuses_a_non_empty_directory_and_sampling_flags_conflict(t
     assert "not allowed with" in capsys.readouterr().err
     assert main(["generate", "hi", "--model", str(tmp_path), "--compile-cache", ""]) == 1
     assert "--tokenizer" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line(capsys):
+    for argv, message in (
+        (["generate"], "the following arguments are required: PROMPT, --model"),
+        (["generate", "hi", "--model", "m", "--max-new-tokens", "abc"], "invalid int value: 'abc'"),
+        ([], "the following arguments are required: COMMAND"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "--help" in err, err
+
+
+def test_init_random_writes_nothing_when_the_tokenizer_cannot_be_written(tmp_path):
+    """A file-size limit (as a full disk) hit while writing tokenizer.json, after the model's files:
+    one line naming the directory, and no directory at all, not a model with half a tokenizer."""
+    out = tmp_path / "demo"
+
+    # `ulimit -f` in KiB: the model's 1.3 MiB fits, the tokenizer's 3 MiB tokenizer.json does not.
+    args = ["init-random", str(out), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]
+    result = subprocess.run(
+        ["bash", "-c", 'ulimit -f 1950 && exec "$@"', "bash", sys.executable, "-m", "gpt_flax", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    expected = f"gpt-flax init-random: error: cannot write the tokenizer to {out}: File too large (os error 27)"
+    assert result.stderr.strip() == expected
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`gpt-flax generate ... --stream | head -c 5`: the reader goes away; no traceback."""
+    model = tmp_path / "demo"
+    args = ["init-random", str(model), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]
+    assert main(args) == 0
+    for stream in (["--stream"], []):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gpt_flax", "generate", "hello world", "--model", str(model), "--max-new-tokens", "8",
+             "--compile-cache", "", *stream],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        process.stdout.close()  # the reader is gone before the first word
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=300) == 141 and err == "", err

@@ -254,7 +254,8 @@ def with_task_tokens(tok):
 @pytest.mark.parametrize("original", [False, True])
 def test_save_pretrained_loads_in_transformers(tmp_path, original):
     ours = with_task_tokens(OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=original, model_max_length=512))
-    ours.save_pretrained(tmp_path)
+    written = ours.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in written)  # no staging left
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path, use_fast=not original)
     assert isinstance(ref, transformers.OpenAIGPTTokenizer if original else transformers.OpenAIGPTTokenizerFast)
     texts = TEXTS[:-1] + ["_start_ x gpt-flax _delimiter_ y _classify_"]

@@ -39,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import gpt_flax
+    from convert.writers import atomic_directory
     from gpt_flax import OpenAIGPTConfig
 
     if os.path.isdir(args.directory) and os.listdir(args.directory) and not args.overwrite:
@@ -53,9 +54,13 @@ def run(args) -> int:
         n_head=args.n_head,
     )
     model = getattr(gpt_flax, HEADS[args.head])(config, seed=args.seed)
-    written = model.save_pretrained(args.directory, format=args.format)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(args.directory)
+    with atomic_directory(args.directory, overwrite=args.overwrite) as staging:  # model and tokenizer, or nothing
+        written = model.save_pretrained(staging, format=args.format)
+        if tokenizer is not None:
+            try:
+                tokenizer.save_pretrained(staging)
+            except OSError as e:  # name the user's directory, not the staging one
+                raise OSError(str(e).replace(staging, args.directory)) from None
     size = sum(written.values()) if isinstance(written, dict) else 0
     print(f"wrote a random {HEADS[args.head]} ({args.n_layer} x {args.n_embd}, vocab {vocab_size}) to "
           f"{args.directory} ({size / 2**20:.1f} MiB)")
