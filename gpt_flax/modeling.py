@@ -81,6 +81,10 @@ class OpenAIGPTModule(nn.Module):
         inputs = {k: as_array(k, v) for k, v in inputs.items()}
         head_inputs = {k: as_array(k, v) for k, v in head_inputs.items()}
         validate_inputs(self.config, self.head, {**inputs, **head_inputs})
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        shape = tuple(ids.shape) if ids is not None else tuple(inputs["inputs_embeds"].shape[:-1])
+        if mask is not None and tuple(mask.shape) == (1, shape[-1]) != shape:  # one mask row for every sequence
+            inputs["attention_mask"] = jnp.broadcast_to(mask, shape)
         flags = {
             "output_attentions": output_attentions,
             "output_hidden_states": output_hidden_states,

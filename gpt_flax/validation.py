@@ -26,7 +26,19 @@ def as_array(name: str, x):
     try:
         return np.asarray(x)
     except (TypeError, ValueError):
+        ragged = ragged_rows(x)
+        if ragged:
+            raise ValueError(f"{name} is a nested list whose rows differ in length ({ragged}): pad them") from None
         raise TypeError(f"{name} must be an array (numpy, JAX or a nested list), got {type(x).__name__}") from None
+
+
+def ragged_rows(x) -> str | None:
+    """'row 0 has 3, row 1 has 1' when a nested list's rows differ in length, else None."""
+    if not isinstance(x, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in x):
+        return None
+    lengths = [len(r) for r in x]
+    odd = next((i for i, n in enumerate(lengths) if n != lengths[0]), None)
+    return None if odd is None else f"row 0 has {lengths[0]}, row {odd} has {lengths[odd]}"
 
 
 def _check_range(name: str, x, low: int, high: int, allowed=()) -> None:
@@ -81,9 +93,13 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
         raise ValueError("sequences must hold at least one token")
     rows = int(np.prod(shape[:-1]))  # the sequences the transformer runs ([B * C] for double heads)
     mask = a["attention_mask"]
-    # transformers views the mask as [rows, T]: the double-heads model also takes it flattened.
-    if mask is not None and tuple(mask.shape) != shape and (head != "double" or tuple(mask.shape) != (rows, seq_len)):
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but the inputs have shape {shape}")
+    # transformers views the mask as [rows, 1, 1, T] and adds it to the scores: one row for every
+    # sequence alike broadcasts, and the double-heads model also takes it flattened.
+    if mask is not None and tuple(mask.shape) not in (shape, (rows, seq_len), (1, seq_len)):
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but the inputs have shape {shape} "
+            f"(a mask of shape (1, {seq_len}) applies to every sequence)"
+        )
     # transformers views token types and positions as [-1, T] and adds them: one row or one per sequence.
     for name, high in (("token_type_ids", config.vocab_size), ("position_ids", config.n_positions)):
         x = a[name]
@@ -103,10 +119,12 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
         )
     labels = a.get("labels")
     if labels is not None and head in ("lm", "double"):
-        if tuple(labels.shape) != shape:
+        # The double-heads model's loss flattens labels [..., 1:] as transformers': [B * C, T] works too.
+        if tuple(labels.shape) != shape and (head != "double" or tuple(labels.shape) != (rows, seq_len)):
             raise ValueError(f"labels has shape {tuple(labels.shape)} but the inputs have shape {shape}")
         _check_int("labels", labels)
-        _check_range("labels", labels, 0, config.vocab_size, allowed=(-100,))
+        # labels[..., 0] is never a target (position t predicts labels[t + 1]): transformers ignores it.
+        _check_range("labels", labels[..., 1:], 0, config.vocab_size, allowed=(-100,))
     if head == "double":
         _validate_double(config, shape, a)
     if head == "cls":
@@ -115,14 +133,12 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
 
 def _validate_double(config, shape, a) -> None:
     mc_ids, mc_labels = a.get("mc_token_ids"), a.get("mc_labels")
-    if mc_ids is not None:
+    if mc_ids is not None and config.summary_type == "cls_index":  # the other summaries ignore it, as transformers'
         if tuple(mc_ids.shape) != shape[:2]:
             raise ValueError(f"mc_token_ids must be [batch, choices] = {shape[:2]}, got shape {tuple(mc_ids.shape)}")
         _check_int("mc_token_ids", mc_ids)
         _check_range("mc_token_ids", mc_ids, 0, shape[-1])
     if mc_labels is not None:
-        if tuple(mc_labels.shape) != shape[:1]:
-            raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
         _check_int("mc_labels", mc_labels)
         # transformers' loss is cross_entropy(mc_logits.view(-1, last axis), mc_labels.view(-1)). mc_logits run over
         # choices for cls_index ([B, C]), transformers' other summaries leave [B, T] (see heads); without a
@@ -131,11 +147,14 @@ def _validate_double(config, shape, a) -> None:
         width = _summary_width(config)
         logits_shape = lead if width == 1 else (*lead, width)
         rows = math.prod(logits_shape[:-1])
-        if rows != shape[0]:
+        # transformers' loss views mc_labels as [-1]: any shape of that many labels.
+        if mc_labels.size != rows and rows == shape[0]:
+            raise ValueError(f"mc_labels must be [batch] = {shape[:1]}, got shape {tuple(mc_labels.shape)}")
+        if mc_labels.size != rows:
             raise ValueError(
-                f"mc_logits have shape {logits_shape}, so transformers' loss needs {rows} mc_labels, got "
-                f"{shape[0]}: without a projection to one logit per choice (summary_use_proj, summary_proj_to_labels "
-                "with num_labels=1) mc_labels works only with one choice"
+                f"mc_labels must hold {rows} labels, got shape {tuple(mc_labels.shape)}: mc_logits have shape "
+                f"{logits_shape} (no projection to one logit per choice), and transformers' loss takes one label "
+                "per row of their last axis"
             )
         _check_range("mc_labels", mc_labels, 0, logits_shape[-1], allowed=(-100,))
 

@@ -195,3 +195,44 @@ def test_base_model_from_head_checkpoint_reports_unused_keys(tmp_path):
     _, their_info = transformers.OpenAIGPTModel.from_pretrained(tmp_path / "bin", output_loading_info=True)
     assert sorted(info["unexpected_keys"]) == sorted(their_info["unexpected_keys"])
     assert "lm_head.weight" in info["unexpected_keys"]
+
+
+def test_more_shapes_and_values_transformers_takes_are_taken():
+    """One mask row for every sequence (broadcast), a label in column 0 that no position predicts
+    (out of the vocabulary: transformers' shifted loss never reads it), mc_labels of any shape with a
+    label per row, flattened [B * C, T] double-heads labels, and mc_token_ids that a summary other
+    than cls_index ignores: each as transformers computes it."""
+    from test_modeling import assert_outputs_close, flax_and_torch, run_both
+
+    rs = np.random.RandomState(1)
+    ids = rs.randint(0, 37, (2, 5)).astype(np.int32)
+    labels = rs.randint(0, 37, (2, 5))
+    labels[:, 0] = [37, -5]
+    model, tm = flax_and_torch("lm", CONFIG)
+    ours, theirs = run_both(
+        model, tm, {"input_ids": ids, "attention_mask": np.array([[1, 1, 0, 1, 1]]), "labels": labels}
+    )
+    assert_outputs_close(ours, theirs)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4\)"):
+        model(ids, attention_mask=np.ones((2, 4)))
+
+    for summary_type in ("cls_index", "mean"):
+        config = CONFIG.replace(summary_type=summary_type)
+        model, tm = flax_and_torch("double", config)
+        ids = rs.randint(0, 37, (2, 3, 5)).astype(np.int32)
+        mc_token_ids = np.array([[4, 2, 0], [1, 3, 4]]) if summary_type == "cls_index" else np.full((2, 3), 99)
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": np.array([[1, 1, 1, 0, 1]]),
+            "labels": rs.randint(0, 37, (6, 5)),
+            "mc_labels": np.array([[2], [0]]),
+            "mc_token_ids": mc_token_ids,
+        }
+        ours, theirs = run_both(model, tm, inputs)
+        assert_outputs_close(ours, theirs)
+        np.testing.assert_allclose(float(ours.mc_loss), float(theirs.mc_loss), rtol=1e-5)
+    model, tm = flax_and_torch("double", CONFIG)
+    ours, theirs = run_both(model, tm, {"input_ids": ids[:1], "mc_labels": np.array(1)})  # B = 1, shape ()
+    np.testing.assert_allclose(float(ours.mc_loss), float(theirs.mc_loss), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"mc_labels must be \[batch\] = \(2,\), got shape \(2, 2\)"):
+        model(ids, mc_labels=np.zeros((2, 2), np.int32))
