@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from typing import Any
 
@@ -29,6 +30,20 @@ ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 # config.json keys that describe a checkpoint, not the model: configs differing only in them are
 # equal (and share compilations), as a model and the same model saved and loaded back.
 METADATA_KEYS = frozenset(("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"))
+
+
+FLOAT_FIELDS = (
+    "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "summary_last_dropout", "layer_norm_epsilon",
+    "initializer_range",
+)  # fmt: skip
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_token_id(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +77,14 @@ class OpenAIGPTConfig:
 
     def __post_init__(self):
         # transformers' PretrainedConfig: num_labels and id2label describe the same thing.
-        id2label = None if self.id2label is None else {int(k): str(v) for k, v in self.id2label.items()}
+        id2label = None
+        if self.id2label is not None:
+            try:
+                id2label = {int(k): str(v) for k, v in dict(self.id2label).items()}
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"OpenAIGPTConfig.id2label must map integer ids to label names, got {self.id2label!r}"
+                ) from None
         num_labels = self.num_labels
         if num_labels is None:
             num_labels = len(id2label) if id2label is not None else 2
@@ -74,6 +96,12 @@ class OpenAIGPTConfig:
         object.__setattr__(self, "id2label", id2label)
         if self.extra is None:
             object.__setattr__(self, "extra", {})
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # numpy ints as Python's (config.json)
+            if _is_token_id(getattr(self, name)):
+                object.__setattr__(self, name, int(getattr(self, name)))
+        for name in FLOAT_FIELDS:
+            if _is_number(getattr(self, name)):
+                object.__setattr__(self, name, float(getattr(self, name)))
         self.validate()
 
     def validate(self):
@@ -97,10 +125,22 @@ class OpenAIGPTConfig:
             )
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "summary_last_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"OpenAIGPTConfig.{name} must be in [0, 1), got {value!r}")
-        if self.layer_norm_epsilon <= 0:
-            raise ValueError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon!r}")
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"OpenAIGPTConfig.{name} must be a number in [0, 1), got {value!r}")
+        for name in ("layer_norm_epsilon", "initializer_range"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 < value < float("inf"):
+                raise ValueError(f"OpenAIGPTConfig.{name} must be a positive number, got {value!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            ok = value is None or _is_token_id(value)
+            if name == "eos_token_id" and isinstance(value, (list, tuple)):  # transformers allows several
+                ok = all(_is_token_id(v) for v in value)
+            if not ok:
+                raise ValueError(f"OpenAIGPTConfig.{name} must be an integer token id or None, got {value!r}")
+        for name in ("summary_use_proj", "summary_proj_to_labels"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"OpenAIGPTConfig.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"unknown problem_type {self.problem_type!r}; expected one of {PROBLEM_TYPES}")
         if self.attention_impl not in ATTENTION_IMPLS:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import jax
+import numpy as np
 import pytest
 import transformers
 
@@ -83,11 +84,25 @@ def test_hashable_and_static_under_jit():
         ({"problem_type": "ranking"}, "problem_type"),
         ({"num_labels": 0}, "num_labels"),
         ({"attention_impl": "flash"}, "attention_impl"),
+        ({"resid_pdrop": "x"}, r"resid_pdrop must be a number in \[0, 1\), got 'x'"),
+        ({"embd_pdrop": None}, "embd_pdrop must be a number"),
+        ({"layer_norm_epsilon": None}, "layer_norm_epsilon must be a positive number, got None"),
+        ({"initializer_range": -0.02}, "initializer_range must be a positive number"),
+        ({"id2label": {"a": "x"}}, "id2label must map integer ids"),
+        ({"pad_token_id": "x"}, "pad_token_id must be an integer token id"),
+        ({"eos_token_id": [0, 1.5]}, "eos_token_id must be an integer token id"),
+        ({"summary_use_proj": "yes"}, "summary_use_proj must be true or false"),
     ],
 )
 def test_rejects_impossible_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OpenAIGPTConfig(**kwargs)
+
+
+def test_numpy_values_are_stored_as_python_ones_json_can_write():
+    config = OpenAIGPTConfig(pad_token_id=np.int64(3), eos_token_id=[1, 2], resid_pdrop=np.float32(0.25))
+    assert json.loads(json.dumps(config.to_dict()))["pad_token_id"] == 3 and config.resid_pdrop == 0.25
+    assert config.eos_token_id == [1, 2]
 
 
 def test_bad_config_file(tmp_path):
