@@ -158,9 +158,14 @@ def _stack(arrays: list, to_flax: Callable, dtype=None) -> np.ndarray:
 
 
 def _check_shape(key: str, array, expected: tuple) -> None:
+    """The shape the config gives, and floating values: every weight of the model is one."""
     if tuple(array.shape) != tuple(expected):
         raise ValueError(
             f"checkpoint tensor {key!r} has shape {tuple(array.shape)} but the config expects {tuple(expected)}"
+        )
+    if not is_floating(array.dtype):
+        raise ValueError(
+            f"checkpoint tensor {key!r} has dtype {np.dtype(array.dtype).name}; weights are floating point"
         )
 
 

@@ -502,3 +502,22 @@ def test_convert_keeps_the_tokenizer_files(tmp_path, torch_models, capsys):
     # the tiny model's 37 ids do not cover the real tokenizer's: generate says so
     assert main(["generate", "hello", "--model", str(tmp_path / "dst"), "--greedy", "--compile-cache", ""]) == 1
     assert "vocab_size=37" in capsys.readouterr().err
+
+
+def test_an_integer_weight_is_refused_naming_it(tmp_path):
+    """transformers copies a checkpoint's tensors into float parameters; an int32 weight is a broken
+    checkpoint here (it would load as int32 and fail in jax.grad), refused before anything is written."""
+    from safetensors.numpy import save_file
+
+    config = OpenAIGPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    src = tmp_path / "src"
+    modeling.FlaxOpenAIGPTLMHeadModel(config).save_pretrained(src, format="hf")
+    state = load_file(src / "model.safetensors")
+    state["transformer.tokens_embed.weight"] = state["transformer.tokens_embed.weight"].astype(np.int32)
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    message = "'transformer.tokens_embed.weight' has dtype int32; weights are floating point"
+    with pytest.raises(ValueError, match=message):
+        modeling.FlaxOpenAIGPTLMHeadModel.from_pretrained(src)
+    with pytest.raises(ValueError, match=message):
+        convert(str(src), str(tmp_path / "dst"))
+    assert not (tmp_path / "dst").exists()
