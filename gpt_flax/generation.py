@@ -490,7 +490,8 @@ def generate(
     when every row stopped at an eos. Rows that stopped are filled with pad_token_id (default
     eos). `num_return_sequences` repeats each prompt (sampling only), `prng_key` (key or int
     seed; fresh entropy if None) drives sampling. `streamer(tokens [B * n])` is called with each
-    step's tokens as they are chosen. top_k=None means no top-k filter (transformers' default is 50).
+    step's tokens as they are chosen; an exception it raises stops the loop and is raised here.
+    top_k=None means no top-k filter (transformers' default is 50).
     """
     ids = _check_ids(input_ids, config)
     if streamer is not None and not callable(streamer):
