@@ -266,8 +266,14 @@ def test_double_heads_one_choice_without_projection_loss_runs_over_the_summary_w
     assert ours.mc_logits.shape == (B, 1, config.n_embd)
     assert_outputs_close(ours, theirs)
     assert_grads_close("double", model, tm, inputs)
-    with pytest.raises(ValueError, match=r"mc_logits have shape .* needs 6 mc_labels, got 2"):
+    with pytest.raises(ValueError, match=r"mc_labels must hold 6 labels, got shape \(2,\): mc_logits have shape"):
         model(make_inputs("double", model.config)["input_ids"][:, :3], mc_labels=np.zeros(2, np.int32))
+    # Several choices: mc_logits [B, C, D] -> B * C rows, and transformers' loss takes a label per row.
+    inputs = make_inputs("double", model.config, labels=True)
+    inputs["mc_labels"] = np.random.default_rng(0).integers(0, config.n_embd, inputs["input_ids"].shape[:2])
+    ours, theirs = run_both(model, tm, inputs)
+    assert_outputs_close(ours, theirs)
+    assert_grads_close("double", model, tm, inputs)
 
 
 def test_every_summary_activation_is_transformers_get_activation():
