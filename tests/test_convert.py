@@ -284,7 +284,8 @@ def test_original_release_without_config_needs_one_unless_published_size(tmp_pat
     OpenAIGPTConfig(**TINY).save_pretrained(tmp_path)
     rc, out, _ = run_cli(capsys, release, tmp_path / "out", "--config", config)
     assert rc == 0 and "parameters: " in out
-    with open("/work/shared/openai-gpt-tokenizer/params_shapes.json") as f:
+    # OpenAI's published params_shapes.json (MIT, beside its BPE files in the fixtures)
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer", "params_shapes.json")) as f:
         published = [tuple(s) for s in json.load(f)]
     assert original.config_fields(published) == {"vocab_size": 40478, "n_positions": 512, "n_embd": 768, "n_layer": 12}
 
