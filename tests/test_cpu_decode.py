@@ -174,19 +174,23 @@ def test_any_failure_while_loading_falls_back_naming_it(fresh_build, monkeypatch
     assert cpu_decode.unavailable_reason() == "RuntimeError: INTERNAL: boom"
 
 
-def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build):
+@pytest.mark.parametrize("damage", ["junk", "cut short"])
+def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build, damage):
+    """Junk fails dlopen; a library cut short (a crash, a partial copy into a shared cache) would load
+    and kill the process with SIGBUS, so it must be caught before dlopen."""
     assert cpu_decode.available()
     (library,) = fresh_build.glob("cpu_decode-*.so")
+    whole = library.read_bytes()
     # Replaced, not written over: this process has the file mapped, and truncating a mapped library
     # kills the process with SIGBUS when the loader next touches it (at exit at the latest).
-    junk = library.with_suffix(".junk")
-    junk.write_bytes(b"not a shared library")
-    os.replace(junk, library)
+    bad = library.with_suffix(".bad")
+    bad.write_bytes(b"not a shared library" if damage == "junk" else whole[: len(whole) // 2])
+    os.replace(bad, library)
     # A new process: this one has the library loaded already, and dlopen would hand that back.
     check = "from gpt_flax.kernels import cpu_decode; print(cpu_decode.available(), cpu_decode.unavailable_reason())"
     result = subprocess.run([sys.executable, "-c", check], check=False, capture_output=True, text=True, timeout=300)
-    assert result.stdout.strip() == "True None", result.stderr
-    assert library.read_bytes().startswith(b"\x7fELF")
+    assert result.returncode == 0 and result.stdout.strip() == "True None", result.stderr
+    assert library.read_bytes().startswith(b"\x7fELF") and cpu_decode._whole_elf(library)
 
 
 def test_the_cached_library_is_readable_by_other_users(fresh_build):

@@ -29,6 +29,7 @@ import os
 import platform
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -167,12 +168,44 @@ def _try_load() -> str | None:
 
 
 def _open(path: Path) -> ctypes.CDLL:
-    """dlopen the library; a cached file that does not load is removed and built once more."""
+    """dlopen the library; a cached file that is cut short or does not load is removed and built once
+    more. A short file must not reach dlopen: the loader maps segments past its end and the process
+    dies of SIGBUS when it touches them, where no exception can be caught."""
     try:
+        if not _whole_elf(path):
+            raise OSError(f"{path} is cut short")
         return ctypes.CDLL(str(path))
     except OSError:
         path.unlink(missing_ok=True)
         return ctypes.CDLL(str(_build()))
+
+
+def _whole_elf(path: Path) -> bool:
+    """Whether the file is an ELF shared object as long as its headers say: every loaded segment and
+    the section header table (written last) lie within it."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return False
+    wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
+    if wide:
+        phoff, shoff = struct.unpack_from(order + "QQ", data, 32)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", data, 54)
+    else:
+        phoff, shoff = struct.unpack_from(order + "II", data, 28)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", data, 42)
+    ends = [phoff + phentsize * phnum, shoff + shentsize * shnum]
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + phentsize > len(data):
+            return False
+        if wide:
+            kind, _, offset, _, _, size = struct.unpack_from(order + "IIQQQQ", data, at)
+        else:
+            kind, offset, _, _, size = struct.unpack_from(order + "IIIII", data, at)
+        if kind == 1:  # PT_LOAD
+            ends.append(offset + size)
+    return max(ends) <= len(data)
 
 
 def _build() -> Path:
@@ -205,9 +238,9 @@ def _build() -> Path:
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:300])
             raise KernelUnavailable(f"{os.path.basename(compiler)} failed: {first}")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o755 & ~umask)  # mkstemp's 0600 would keep other users of a shared cache out
+        os.chmod(partial, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
+        with open(partial, "rb") as f:  # on disk before its name is: a crash must not leave a short library
+            os.fsync(f.fileno())
         os.replace(partial, target)  # atomic: a concurrent build writes the same bytes
     except subprocess.TimeoutExpired:
         raise KernelUnavailable(f"{os.path.basename(compiler)} took over {COMPILE_TIMEOUT_S} s") from None
