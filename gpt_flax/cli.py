@@ -40,12 +40,26 @@ def main(argv: list | None = None) -> int:
         print("gpt-flax: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`gpt-flax generate ... | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        _silence_stdout()
         return 141  # as a shell reports a process killed by SIGPIPE
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gpt-flax {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's flush at exit does not fail
+    on the broken pipe a second time (a stdout with no descriptor, as under capture, is left alone)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":
