@@ -42,13 +42,23 @@ def sample_inputs(config, head: str, seed: int = 0) -> np.ndarray:
 
 def verify(report, *, revision=None, cache_dir=None, config=None) -> tuple[dict, float]:
     """({output name: max |ours - transformers'|}, max |transformers' output|) for a ConvertReport."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load reports, the caller's setting restored after
+    try:
+        return _verify(report, revision=revision, cache_dir=cache_dir, config=config)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:
     import jax.numpy as jnp
     import torch
     import transformers
 
     from gpt_flax import modeling
 
-    transformers.logging.set_verbosity_error()
     src, dst, head = report.src, report.dst, report.head
     ours = getattr(modeling, ARCHITECTURES[head][1]).from_pretrained(dst, param_dtype=jnp.float32)
     hf_config = transformers.OpenAIGPTConfig.from_dict(ours.config.to_dict())

@@ -574,6 +574,7 @@ def test_pair_truncation_original_matches_slow(truncation_side):
     an error and leaves the pair uncut (a text too short for only_first / only_second), we raise."""
     ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True, truncation_side=truncation_side)
     ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES, truncation_side=truncation_side)
+    verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity(transformers.logging.CRITICAL)  # the slow tokenizer's logged errors
     try:
         pairs = PAIRS[::3] + [("don't — Café", "ÉCOLE naïve")]
@@ -591,7 +592,7 @@ def test_pair_truncation_original_matches_slow(truncation_side):
                 if strategy != "only_second" or len(want) <= max_length or not max_length:
                     assert ours.encode(pairs[-1][0], truncation=strategy, max_length=max_length) == want
     finally:
-        transformers.logging.set_verbosity_warning()
+        transformers.logging.set_verbosity(verbosity)
     if truncation_side == "right":
         first, second = "one two three", "four five six"
         a, b = ours.encode(first), ours.encode(second)
