@@ -14,7 +14,9 @@ import argparse
 import os
 import sys
 
-DEFAULT_COMPILE_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gpt-flax", "jax")
+from gpt_flax.cache import cache_root
+
+DEFAULT_COMPILE_CACHE = str(cache_root() / "jax")  # ~/.cache/gpt_flax/jax unless GPT_FLAX_CACHE_DIR moves it
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from gpt_flax.cache import CACHE_ENV, cache_root
+
 logger = logging.getLogger("gpt_flax")
 
 TILE_COLS = 48  # output columns per packed tile (kTileCols in cpu_decode.cc)
@@ -51,7 +53,6 @@ TARGETS = {  # FFI target name -> the handler symbol in cpu_decode.cc
 }
 SOURCE = Path(__file__).with_name("cpu_decode.cc")
 DISABLE_ENV = "GPT_FLAX_CPU_KERNELS"  # "0" turns the kernel off
-CACHE_ENV = "GPT_FLAX_CACHE_DIR"
 COMPILE_TIMEOUT_S = 300
 FLAGS = ("-O3", "-std=c++17", "-march=native", "-shared", "-fPIC", "-w")
 
@@ -219,9 +220,7 @@ def _build() -> Path:
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(command + list(FLAGS)).encode(), include.encode(), _machine()):
         key.update(part)
-    cache = Path(
-        os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt_flax"
-    )
+    cache = cache_root()
     target = cache / f"cpu_decode-jaxlib{jaxlib.__version__}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
