@@ -5,11 +5,18 @@ else ~/.cache/gpt_flax. The CPU decode kernels' libraries lie at its top, JAX's 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 CACHE_ENV = "GPT_FLAX_CACHE_DIR"
 
 
 def cache_root() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(os.environ.get(CACHE_ENV) or Path(xdg) / "gpt_flax")
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "gpt_flax"
+    try:
+        return Path.home() / ".cache" / "gpt_flax"
+    except RuntimeError:  # no home directory (a container's arbitrary user): the temporary one
+        return Path(tempfile.gettempdir()) / f"gpt_flax-{os.getuid()}"

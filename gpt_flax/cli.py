@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args._run(args) or 0
+        status = args._run(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return status
     except KeyboardInterrupt:
         print("gpt-flax: interrupted", file=sys.stderr)
         return 130

@@ -97,8 +97,14 @@ class OpenAIGPTConfig:
         if self.extra is None:
             object.__setattr__(self, "extra", {})
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # numpy ints as Python's (config.json)
-            if _is_token_id(getattr(self, name)):
-                object.__setattr__(self, name, int(getattr(self, name)))
+            value = getattr(self, name)
+            if _is_token_id(value):
+                object.__setattr__(self, name, int(value))
+            elif isinstance(value, (list, tuple)) and all(_is_token_id(v) for v in value):
+                object.__setattr__(self, name, [int(v) for v in value])
+        for name in ("summary_use_proj", "summary_proj_to_labels"):  # transformers takes 0 / 1 as well
+            if getattr(self, name) in (0, 1) and not isinstance(getattr(self, name), float):
+                object.__setattr__(self, name, bool(getattr(self, name)))
         for name in FLOAT_FIELDS:
             if _is_number(getattr(self, name)):
                 object.__setattr__(self, name, float(getattr(self, name)))
@@ -127,10 +133,12 @@ class OpenAIGPTConfig:
             value = getattr(self, name)
             if not _is_number(value) or not 0.0 <= value < 1.0:
                 raise ValueError(f"OpenAIGPTConfig.{name} must be a number in [0, 1), got {value!r}")
-        for name in ("layer_norm_epsilon", "initializer_range"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 < value < float("inf"):
-                raise ValueError(f"OpenAIGPTConfig.{name} must be a positive number, got {value!r}")
+        if not _is_number(self.layer_norm_epsilon) or not 0.0 < self.layer_norm_epsilon < float("inf"):
+            raise ValueError(
+                f"OpenAIGPTConfig.layer_norm_epsilon must be a positive number, got {self.layer_norm_epsilon!r}"
+            )
+        if not _is_number(self.initializer_range) or not 0.0 <= self.initializer_range < float("inf"):
+            raise ValueError(f"OpenAIGPTConfig.initializer_range must be a number >= 0, got {self.initializer_range!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             ok = value is None or _is_token_id(value)

@@ -455,12 +455,15 @@ def _as_key(prng_key):
     if isinstance(prng_key, jax.Array) and jnp.issubdtype(prng_key.dtype, jax.dtypes.prng_key):
         return prng_key
     raw = np.asarray(prng_key) if not isinstance(prng_key, (str, bytes)) else None
-    if raw is None or raw.shape != (2,) or not np.issubdtype(raw.dtype, np.integer):
-        raise ValueError(
-            "prng_key must be an int seed, a jax.random.key or a raw uint32[2] key (jax.random.PRNGKey), "
-            f"got {prng_key!r}"
-        )
-    return jax.random.wrap_key_data(jnp.asarray(raw, jnp.uint32))
+    if raw is not None and raw.ndim == 1 and np.issubdtype(raw.dtype, np.integer):
+        try:  # uint32[2] for the default threefry keys, uint32[4] for "rbg" ones (jax_default_prng_impl)
+            return jax.random.wrap_key_data(jnp.asarray(raw, jnp.uint32))
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        "prng_key must be an int seed, a jax.random.key or a raw key (jax.random.PRNGKey, uint32[2] by default), "
+        f"got {prng_key!r}"
+    )
 
 
 def generate(
@@ -594,15 +597,23 @@ def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_to
     return int(max_new_tokens)
 
 
+def _positive_float32(value) -> bool:
+    """A real number that is finite and > 0 in float32, where the logits are divided by it (1e-46
+    is 0 there, 1e39 inf, and 10**400 not even a float64)."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        return False
+    try:
+        with np.errstate(over="ignore"):
+            single = np.float32(float(value))
+    except OverflowError:
+        return False
+    return bool(np.isfinite(single) and single > 0)
+
+
 def _resolve_sampler(do_sample, temperature, top_k, top_p):
     if temperature is None:
         temperature = 1.0
-    if (
-        not isinstance(temperature, (int, float, np.floating, np.integer))
-        or isinstance(temperature, bool)
-        or not np.isfinite(np.float32(temperature))
-        or not np.float32(temperature) > 0  # the logits are divided by it in float32: 1e-46 is 0 there
-    ):
+    if not _positive_float32(temperature):
         raise ValueError(f"temperature must be a finite number > 0 (in float32), got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k filter), got {top_k!r}")

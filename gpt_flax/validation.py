@@ -41,14 +41,17 @@ def ragged_rows(x) -> str | None:
     return None if odd is None else f"row 0 has {lengths[0]}, row {odd} has {lengths[odd]}"
 
 
-def _check_range(name: str, x, low: int, high: int, allowed=()) -> None:
-    """Values of a concrete integer array must lie in [low, high) (or be one of `allowed`)."""
+def _check_range(name: str, x, low: int, high: int, allowed=(), from_column: int = 0) -> None:
+    """Values of a concrete integer array must lie in [low, high) (or be one of `allowed`); columns
+    of the last axis before `from_column` are not checked."""
     if not _is_concrete(x):
         return
     values = np.asarray(x)
     bad = (values < low) | (values >= high)
     for a in allowed:
         bad &= values != a
+    if from_column:
+        bad[..., :from_column] = False
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
@@ -124,7 +127,7 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
             raise ValueError(f"labels has shape {tuple(labels.shape)} but the inputs have shape {shape}")
         _check_int("labels", labels)
         # labels[..., 0] is never a target (position t predicts labels[t + 1]): transformers ignores it.
-        _check_range("labels", labels[..., 1:], 0, config.vocab_size, allowed=(-100,))
+        _check_range("labels", labels, 0, config.vocab_size, allowed=(-100,), from_column=1)
     if head == "double":
         _validate_double(config, shape, a)
     if head == "cls":

@@ -101,7 +101,8 @@ def test_init_random_writes_nothing_when_the_tokenizer_cannot_be_written(tmp_pat
 
 
 def test_generate_into_a_closed_pipe_stops_quietly(tmp_path):
-    """`gpt-flax generate ... --stream | head -c 5`: the reader goes away; no traceback."""
+    """`gpt-flax generate ... --stream | head -c 5`: the reader goes away; no traceback. Without
+    --stream the text waits in stdout's buffer (PYTHONUNBUFFERED unset) until the flush at the end."""
     model = tmp_path / "demo"
     args = ["init-random", str(model), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]
     assert main(args) == 0
@@ -110,6 +111,7 @@ def test_generate_into_a_closed_pipe_stops_quietly(tmp_path):
             [sys.executable, "-m", "gpt_flax", "generate", "hello world", "--model", str(model), "--max-new-tokens", "8",
              "--compile-cache", "", *stream],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
         )  # fmt: skip
         process.stdout.close()  # the reader is gone before the first word
         err = process.stderr.read().decode()

@@ -87,11 +87,12 @@ def test_hashable_and_static_under_jit():
         ({"resid_pdrop": "x"}, r"resid_pdrop must be a number in \[0, 1\), got 'x'"),
         ({"embd_pdrop": None}, "embd_pdrop must be a number"),
         ({"layer_norm_epsilon": None}, "layer_norm_epsilon must be a positive number, got None"),
-        ({"initializer_range": -0.02}, "initializer_range must be a positive number"),
+        ({"initializer_range": -0.02}, "initializer_range must be a number >= 0"),
         ({"id2label": {"a": "x"}}, "id2label must map integer ids"),
         ({"pad_token_id": "x"}, "pad_token_id must be an integer token id"),
         ({"eos_token_id": [0, 1.5]}, "eos_token_id must be an integer token id"),
         ({"summary_use_proj": "yes"}, "summary_use_proj must be true or false"),
+        ({"summary_proj_to_labels": 2}, "summary_proj_to_labels must be true or false"),
     ],
 )
 def test_rejects_impossible_values(kwargs, message):
@@ -100,9 +101,11 @@ def test_rejects_impossible_values(kwargs, message):
 
 
 def test_numpy_values_are_stored_as_python_ones_json_can_write():
-    config = OpenAIGPTConfig(pad_token_id=np.int64(3), eos_token_id=[1, 2], resid_pdrop=np.float32(0.25))
+    config = OpenAIGPTConfig(pad_token_id=np.int64(3), eos_token_id=[np.int64(1), 2], resid_pdrop=np.float32(0.25))
     assert json.loads(json.dumps(config.to_dict()))["pad_token_id"] == 3 and config.resid_pdrop == 0.25
-    assert config.eos_token_id == [1, 2]
+    assert json.loads(json.dumps(config.to_dict()))["eos_token_id"] == [1, 2]
+    assert OpenAIGPTConfig(summary_use_proj=0).summary_use_proj is False  # transformers takes 0 / 1 too
+    assert OpenAIGPTConfig(initializer_range=0).initializer_range == 0.0
 
 
 def test_bad_config_file(tmp_path):

@@ -359,6 +359,7 @@ def test_same_shapes_do_not_recompile(small):
         # 1e-46 is > 0 as a Python float but 0 in float32, where the logits are divided by it
         ({"temperature": 1e-46, "do_sample": True}, r"temperature must be a finite number > 0 \(in float32\)"),
         ({"temperature": True, "do_sample": True}, "temperature"),
+        ({"temperature": 10**400, "do_sample": True}, "temperature must be a finite number"),
         ({"max_length": 10.0}, "max_length must be an int"),
         ({"max_length": "10"}, "max_length must be an int"),
         ({"pad_token_id": 2.7}, "pad_token_id must be an int, got 2.7"),

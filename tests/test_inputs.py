@@ -48,7 +48,7 @@ IDS = np.array([[1, 2, 3, 4]], np.int32)
         ({"input_ids": IDS, "token_type_ids": np.array([[0, 0, 40, 0]])}, "token_type_ids holds 40"),
         ({"input_ids": IDS, "position_ids": np.array([[0, 1, 2, 11]])}, r"position_ids holds 11 .* \[0, 11\)"),
         ({"input_ids": IDS, "head_mask": np.ones(4)}, r"head_mask must be \[n_head=3\]"),
-        ({"input_ids": IDS, "labels": np.array([[1, 2, 3, 37]])}, "labels holds 37"),
+        ({"input_ids": IDS, "labels": np.array([[1, 2, 3, 37]])}, r"labels holds 37 at index \(0, 3\)"),
         ({"input_ids": IDS, "labels": np.array([[1, 2, 3]])}, r"labels has shape \(1, 3\)"),
         (
             {"input_ids": np.zeros((2, 4), np.int32), "position_ids": np.zeros((3, 4), np.int32)},

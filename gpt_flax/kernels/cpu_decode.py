@@ -186,8 +186,16 @@ def _whole_elf(path: Path) -> bool:
     the section header table (written last) lie within it."""
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+    try:
+        return _elf_extent(data) <= len(data)
+    except struct.error:  # a header that points past the file's end
         return False
+
+
+def _elf_extent(data: bytes) -> int:
+    """How long the ELF image in `data` says it is; 2**63 for what is not an ELF image."""
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return 2**63
     wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
     if wide:
         phoff, shoff = struct.unpack_from(order + "QQ", data, 32)
@@ -199,14 +207,14 @@ def _whole_elf(path: Path) -> bool:
     for i in range(phnum):
         at = phoff + i * phentsize
         if at + phentsize > len(data):
-            return False
+            return 2**63
         if wide:
             kind, _, offset, _, _, size = struct.unpack_from(order + "IIQQQQ", data, at)
         else:
             kind, offset, _, _, size = struct.unpack_from(order + "IIIII", data, at)
         if kind == 1:  # PT_LOAD
             ends.append(offset + size)
-    return max(ends) <= len(data)
+    return max(ends)
 
 
 def _build() -> Path:
