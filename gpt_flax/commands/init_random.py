@@ -10,7 +10,6 @@ and, with --tokenizer, the tokenizer's files, so `gpt-flax generate --model DIR`
 from __future__ import annotations
 
 import argparse
-import os
 
 HEADS = {"base": "FlaxOpenAIGPTModel", "lm": "FlaxOpenAIGPTLMHeadModel", "double": "FlaxOpenAIGPTDoubleHeadsModel",
          "cls": "FlaxOpenAIGPTForSequenceClassification"}
@@ -39,11 +38,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import gpt_flax
-    from convert.writers import atomic_directory
+    from convert.writers import atomic_directory, check_destination
     from gpt_flax import OpenAIGPTConfig
 
-    if os.path.isdir(args.directory) and os.listdir(args.directory) and not args.overwrite:
-        raise FileExistsError(f"{args.directory} exists and is not empty; pass --overwrite to write into it")
+    check_destination(args.directory, args.overwrite)  # before any work; atomic_directory checks again
     tokenizer = None
     vocab_size = args.vocab_size
     if args.tokenizer is not None:
