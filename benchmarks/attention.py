@@ -34,6 +34,7 @@ import numpy as np
 from gpt_flax.attention import attention, xla_attention
 from gpt_flax.kernels import flash_attention
 from gpt_flax.kernels.flash_gpu import default_block_sizes
+from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes, supports
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16, "float32": jnp.float32}
 BWD_FLOP_FACTOR = 2.5  # five [T, T] matmuls backward against two forward (FlashAttention-2 section 4)
@@ -79,11 +80,24 @@ VARIANTS = {
 }
 
 
+# The Hopper kernels (flash_mgpu.py, gpu_kernel="mosaic"): overrides of MosaicBlockSizes().
+MOSAIC_VARIANTS = {
+    "mosaic": {},
+    "mosaic-k64": {"block_k": 64},
+    "mosaic-nopp": {"pingpong": False},
+    "mosaic-s3": {"steps": 3, "steps_bwd": 3},
+    "mosaic-dq128": {"block_q_dq": 128, "block_k_dkv": 128},
+}
+ALL_VARIANTS = sorted(VARIANTS) + sorted(MOSAIC_VARIANTS)
+
+
 def variant_blocks(name: str, head_dim: int):
+    if name in MOSAIC_VARIANTS:
+        return MosaicBlockSizes(**MOSAIC_VARIANTS[name])
     return dataclasses.replace(default_block_sizes(head_dim), **VARIANTS[name])
 
 
-def impls(dropout: float, blocks, variants=(), head_dim=64):
+def impls(dropout: float, blocks, variants=(), head_dim=64, baselines=True):
     """name -> attn(q, k, v): the implementations to time (cuDNN only without dropout).
 
     With `variants`, one "pallas-<name>" entry per variant replaces the single "pallas" entry.
@@ -92,14 +106,17 @@ def impls(dropout: float, blocks, variants=(), head_dim=64):
     kw = {"dropout_rate": dropout, "dropout_seed": seed}
     named = {f"pallas-{n}": variant_blocks(n, head_dim) for n in variants} or {"pallas": blocks}
     out = {name: functools.partial(_pallas, blocks=b, kw=kw) for name, b in named.items()}
-    out["xla"] = lambda q, k, v: xla_attention(q, k, v, **kw)[0]
-    if not dropout:
-        out["cudnn"] = lambda q, k, v: attention(q, k, v, impl="cudnn")[0]
+    if baselines:
+        out["xla"] = lambda q, k, v: xla_attention(q, k, v, **kw)[0]
+        if not dropout:
+            out["cudnn"] = lambda q, k, v: attention(q, k, v, impl="cudnn")[0]
     return out
 
 
 def _pallas(q, k, v, *, blocks, kw):
-    return flash_attention(q, k, v, gpu_blocks=blocks, **kw)
+    if isinstance(blocks, MosaicBlockSizes):
+        return flash_attention(q, k, v, gpu_kernel="mosaic", mosaic_blocks=blocks, **kw)
+    return flash_attention(q, k, v, gpu_blocks=blocks, gpu_kernel="triton", **kw)
 
 
 def inputs(batch, seq, heads, head_dim, dtype, seed=0):
@@ -114,7 +131,7 @@ def bench(args, blocks):
         q, k, v, do = inputs(batch, seq, args.heads, args.head_dim, DTYPES[args.dtype])
         for dropout in args.dropout:
             variants = args.dropout_variants if dropout and args.dropout_variants else args.variants
-            for name, attn in impls(dropout, blocks, variants, args.head_dim).items():
+            for name, attn in impls(dropout, blocks, variants, args.head_dim, not args.no_baselines).items():
                 fwd, fwd_bwd = make_fns(attn)
                 row = {"T": seq, "B": batch, "impl": name, "dropout": dropout}
                 for key, fn, fn_args, with_bwd in (
@@ -243,15 +260,18 @@ def check(variants=(None,)):
                 ref_out, ref_grads = jax.jit(with_grads(reference))(q, k, v, do)
             for variant in variants:
                 blocks = variant_blocks(variant, head_dim) if variant else None
+                mosaic = isinstance(blocks, MosaicBlockSizes)
+                if mosaic and not supports(dtype, head_dim):
+                    continue  # the Hopper kernels take bfloat16/float16 and K 64 or 128 only
 
                 def kernel(q, k, v, kw=kw, blocks=blocks):
-                    return flash_attention(q, k, v, gpu_blocks=blocks, **kw)
+                    return _pallas(q, k, v, blocks=blocks, kw=kw) if blocks else flash_attention(q, k, v, **kw)
 
                 label = f"check {variant or 'default'} {jnp.dtype(dtype).name} B={batch} T={seq} H={heads} K={head_dim}"
                 try:
                     lowered = jax.jit(kernel).lower(q, k, v).as_text()
-                    on_gpu = "__gpu$xla.gpu.triton" in lowered or jax.default_backend() != "gpu"
-                    assert on_gpu, "no Triton call in the lowering"
+                    call = "mosaic_gpu" if mosaic else "__gpu$xla.gpu.triton"
+                    assert call in lowered or jax.default_backend() != "gpu", f"no {call} call in the lowering"
                     with jax.default_matmul_precision("highest"):
                         out, grads = jax.jit(with_grads(kernel))(q, k, v, do)
                 except Exception as e:  # noqa: BLE001 - e.g. a variant's tiles do not fit; the others still run
@@ -308,11 +328,12 @@ def main(argv=None):
     parser.add_argument("--sweep", type=int, default=None, metavar="T", help="first pick GPU block sizes at this T")
     parser.add_argument("--check-only", action="store_true", help="stop after --check")
     parser.add_argument(
-        "--variants", nargs="+", choices=sorted(VARIANTS), default=(), help="time these GPU block variants side by side"
+        "--variants", nargs="+", choices=ALL_VARIANTS, default=(), help="time these GPU kernel variants side by side"
     )
     parser.add_argument(
-        "--dropout-variants", nargs="+", choices=sorted(VARIANTS), default=(), help="the variants for dropout > 0 rows"
+        "--dropout-variants", nargs="+", choices=ALL_VARIANTS, default=(), help="the variants for dropout > 0 rows"
     )
+    parser.add_argument("--no-baselines", action="store_true", help="time only the Pallas variants (no XLA, cuDNN)")
     args = parser.parse_args(argv)
 
     device = jax.devices()[0]

@@ -25,11 +25,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from gpt_flax.attention import CAUSAL_MASK_VALUE, causal_mask, dropout_keep, dropout_row_hash
-from gpt_flax.kernels import flash_gpu, flash_tpu
+from gpt_flax.kernels import flash_gpu, flash_mgpu, flash_tpu
 from gpt_flax.kernels.common import TileMath, vary_like
 
 MAX_HEAD_DIM = 256
-CPU_MODES = ("interpret", "interpret_tpu", "xla")
+CPU_MODES = ("interpret", "interpret_tpu", "interpret_mosaic", "xla")
+GPU_KERNELS = ("auto", "triton", "mosaic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,8 @@ class _Plan:
     cpu: str = "interpret"
     gpu_blocks: flash_gpu.GPUBlockSizes | None = None
     tpu_blocks: flash_tpu.TPUBlockSizes | None = None
+    gpu_kernel: str = "triton"  # "triton" or "mosaic" (resolved from "auto" by flash_attention)
+    mosaic_blocks: flash_mgpu.MosaicBlockSizes | None = None
 
 
 def _round_up(x: int, m: int) -> int:
@@ -61,6 +64,8 @@ def _gpu_shapes(plan: _Plan, seq: int, head_dim: int):
 
 
 def _gpu_forward(plan, q, k, v, bias, row_hash, hm, *, interpret=False):
+    if plan.gpu_kernel == "mosaic":
+        return _mosaic_forward(plan, q, k, v, bias, row_hash, hm, interpret=interpret)
     seq, head_dim = q.shape[1], q.shape[3]
     blocks, tp, kp = _gpu_shapes(plan, seq, head_dim)
     q, k, v = (_pad_axis(_pad_axis(x, 1, tp), 3, kp) for x in (q, k, v))
@@ -71,6 +76,8 @@ def _gpu_forward(plan, q, k, v, bias, row_hash, hm, *, interpret=False):
 
 
 def _gpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpret=False):
+    if plan.gpu_kernel == "mosaic":
+        return _mosaic_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, interpret=interpret)
     seq, head_dim = q.shape[1], q.shape[3]
     blocks, tp, kp = _gpu_shapes(plan, seq, head_dim)
     q, k, v, do = (_pad_axis(_pad_axis(x, 1, tp), 3, kp) for x in (q, k, v, do))
@@ -85,6 +92,65 @@ def _gpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpre
     )
     unpad = (slice(None), slice(0, seq), slice(None), slice(0, head_dim))
     return dq[unpad], dk[unpad], dv[unpad], jnp.sum(dhm_rows[:, :, :seq], axis=(0, 2))
+
+
+# -- the Hopper lowering (Mosaic GPU): [B, T, H, K] kept, T padded, head_mask folded into v -------
+def _mosaic_inputs(plan, q, k, v, bias, row_hash, hm):
+    blocks = plan.mosaic_blocks or flash_mgpu.MosaicBlockSizes()
+    tp = _round_up(q.shape[1], blocks.multiple)
+    if plan.math.has_head_mask:  # P (hm V) = hm (P V): one scale per head, so the kernels need not know
+        v = v * hm[None, None, :, None].astype(v.dtype)
+    # The kernels' softmax runs on exp2: the bias in base-2 units, finfo.min (padding) kept finite.
+    bias2 = jnp.maximum(bias * flash_mgpu.LOG2E, jnp.finfo(jnp.float32).min)
+    q, k, v = (_pad_axis(x, 1, tp) for x in (q, k, v))
+    return blocks, tp, q, k, v, _pad_axis(bias2, 1, tp), _pad_axis(row_hash, 2, tp)
+
+
+def _mosaic_forward(plan, q, k, v, bias, row_hash, hm, *, interpret=False):
+    seq = q.shape[1]
+    blocks, _, q, k, v, bias2, row_hash = _mosaic_inputs(plan, q, k, v, bias, row_hash, hm)
+    out, lse = flash_mgpu.forward(plan.math, blocks, q, k, v, bias2, row_hash, interpret=interpret)
+    return out[:, :seq], lse[:, :, :seq]
+
+
+def _mosaic_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpret=False):
+    seq = q.shape[1]
+    blocks, tp, qp, kp, vp, bias2, row_hash = _mosaic_inputs(plan, q, k, v, bias, row_hash, hm)
+    lse, delta = (_pad_axis(x, 2, tp) for x in (lse, delta))
+    dq, dk, dv_scaled = flash_mgpu.backward(
+        plan.math, blocks, qp, kp, vp, bias2, row_hash, lse, delta, _pad_axis(do, 1, tp), interpret=interpret
+    )
+    dq, dk, dv_scaled = (x[:, :seq] for x in (dq, dk, dv_scaled))
+    if not plan.math.has_head_mask:
+        return dq, dk, dv_scaled, jnp.zeros_like(hm)
+    dv = (dv_scaled.astype(jnp.float32) * hm[None, None, :, None]).astype(v.dtype)
+    dhm = jnp.einsum("bthk,bthk->h", dv_scaled.astype(jnp.float32), v.astype(jnp.float32))
+    return dq, dk, dv, dhm
+
+
+def _resolve_gpu_kernel(choice: str, dtype, head_dim: int) -> str:
+    """The CUDA kernels to lower: "mosaic" (Hopper, bfloat16/float16, K 64 or 128) or "triton"."""
+    if choice == "triton":
+        return "triton"
+    supported = flash_mgpu.supports(dtype, head_dim)
+    if choice == "mosaic":
+        if not supported:
+            raise ValueError(
+                f"gpu_kernel='mosaic' takes bfloat16 or float16 with head_dim in {flash_mgpu.HEAD_DIMS}; "
+                f"got {jnp.dtype(dtype).name} and {head_dim=} (use 'triton' or 'auto')"
+            )
+        return "mosaic"
+    return "mosaic" if supported and _local_gpus_are_hopper() else "triton"
+
+
+def _local_gpus_are_hopper() -> bool:
+    """Whether this process's CUDA devices are all sm_90 (H100/H200). "auto" keeps Triton otherwise,
+    and when there is no CUDA device (an export from the CPU: Triton lowers for any recent GPU)."""
+    try:
+        devices = jax.devices("cuda")
+    except RuntimeError:
+        return False
+    return bool(devices) and all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
 
 
 # -- the TPU lowering: [B, H, T, K], T padded to 128-multiples, K to 64 or a 128-multiple ------
@@ -159,6 +225,8 @@ def _cpu(plan, gpu_fn, tpu_fn):
         return functools.partial(gpu_fn, plan, interpret=True)
     if plan.cpu == "interpret_tpu":
         return functools.partial(tpu_fn, plan, interpret=True)
+    if plan.cpu == "interpret_mosaic":
+        return functools.partial(gpu_fn, dataclasses.replace(plan, gpu_kernel="mosaic"), interpret=True)
     return None
 
 
@@ -220,13 +288,18 @@ def flash_attention(
     cpu: str = "interpret",
     gpu_blocks: flash_gpu.GPUBlockSizes | None = None,
     tpu_blocks: flash_tpu.TPUBlockSizes | None = None,
+    gpu_kernel: str = "auto",
+    mosaic_blocks: flash_mgpu.MosaicBlockSizes | None = None,
 ):
     """Causal flash attention. q, k, v [B, T, H, K] -> out [B, T, H, K] in q's dtype.
 
     attention_mask [B, T] (1 keep, 0 pad; any dtype), head_mask [H], dropout_seed a uint32
     scalar (dropout is off when it is None or dropout_rate is 0). `cpu` picks what runs when
     lowered for the CPU: "interpret" (the Triton kernels in Pallas' interpreter), "interpret_tpu"
-    (the Mosaic kernels, likewise) or "xla". Block sizes default per platform and head size.
+    (the TPU Mosaic kernels, likewise), "interpret_mosaic" (the Hopper kernels in Mosaic GPU's
+    interpreter) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
+    Hopper kernels: bfloat16/float16, head_dim 64 or 128) or "auto" (see `_resolve_gpu_kernel`).
+    Block sizes default per platform and head size.
     """
     batch, seq, heads, head_dim = q.shape
     if k.shape != q.shape or v.shape != q.shape:
@@ -241,6 +314,8 @@ def flash_attention(
         raise ValueError(f"flash_attention supports head_dim up to {MAX_HEAD_DIM}; got {head_dim=}")
     if cpu not in CPU_MODES:
         raise ValueError(f"unknown {cpu=}; expected one of {CPU_MODES}")
+    if gpu_kernel not in GPU_KERNELS:
+        raise ValueError(f"unknown {gpu_kernel=}; expected one of {GPU_KERNELS}")
     if q.dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
         raise ValueError(f"flash_attention supports float32, bfloat16 and float16; got {q.dtype=}")
     has_dropout = dropout_rate > 0.0 and dropout_seed is not None
@@ -262,7 +337,10 @@ def flash_attention(
         has_head_mask=head_mask is not None,
         precision=lax.Precision.HIGHEST if q.dtype == jnp.float32 else None,
     )
-    out = _flash(_Plan(math_, cpu, gpu_blocks, tpu_blocks), q, k, v, bias, row_hash, hm)
+    if cpu == "interpret_mosaic":
+        _resolve_gpu_kernel("mosaic", q.dtype, head_dim)  # the same refusal as on a GPU
+    plan = _Plan(math_, cpu, gpu_blocks, tpu_blocks, _resolve_gpu_kernel(gpu_kernel, q.dtype, head_dim), mosaic_blocks)
+    out = _flash(plan, q, k, v, bias, row_hash, hm)
     if attention_mask is None:
         return out
     return _unseeing_rows(out, v, attention_mask, row_hash, hm, math_)
