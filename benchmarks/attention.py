@@ -87,6 +87,7 @@ MOSAIC_VARIANTS = {
     "mosaic-nopp": {"pingpong": False},
     "mosaic-s3": {"steps": 3, "steps_bwd": 3},
     "mosaic-dq128": {"block_q_dq": 128, "block_k_dkv": 128},
+    "mosaic-w1": {"wgs_bwd": 1},
 }
 ALL_VARIANTS = sorted(VARIANTS) + sorted(MOSAIC_VARIANTS)
 

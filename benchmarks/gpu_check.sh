@@ -30,7 +30,7 @@ timeout 110 python3 benchmarks/attention.py --iters 10 --repeats 5 --variants sp
 echo "bench_base exit: $?" | tee -a "$OUT/bench_base.log"
 
 # The Mosaic variants, then their dropout rows beside Triton's.
-timeout 150 python3 benchmarks/attention.py --iters 10 --repeats 5 --no-baselines \
-  --variants mosaic mosaic-k64 mosaic-nopp mosaic-dq128 --dropout 0.0 0.1 --dropout-variants mosaic split 2>&1 \
+timeout 130 python3 benchmarks/attention.py --iters 10 --repeats 5 --no-baselines \
+  --variants mosaic mosaic-w1 mosaic-nopp --dropout 0.0 0.1 --dropout-variants mosaic 2>&1 \
   | tee "$OUT/bench_mosaic.log"
 echo "bench_mosaic exit: $?" | tee -a "$OUT/bench_mosaic.log"

@@ -220,18 +220,22 @@ def _xla_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do):
 
 
 # -- dispatch at lowering time ------------------------------------------------------------------
+# cpu="interpret_mosaic" is the one mode without `platform_dependent`: Mosaic GPU's interpreter
+# runs on ordered io_callbacks, an effect that a `platform_dependent` branch may not carry (its
+# lowering then fails for every platform), so that mode lowers the interpreted kernels alone and
+# is for the CPU only (tests).
 def _cpu(plan, gpu_fn, tpu_fn):
-    if plan.cpu == "interpret":
-        return functools.partial(gpu_fn, plan, interpret=True)
+    if plan.cpu == "interpret":  # the Triton kernels, whichever kernels CUDA gets
+        return functools.partial(gpu_fn, dataclasses.replace(plan, gpu_kernel="triton"), interpret=True)
     if plan.cpu == "interpret_tpu":
         return functools.partial(tpu_fn, plan, interpret=True)
-    if plan.cpu == "interpret_mosaic":
-        return functools.partial(gpu_fn, dataclasses.replace(plan, gpu_kernel="mosaic"), interpret=True)
     return None
 
 
 def _forward(plan, *args):
     """(out [B, T, H, K], lse [B, H, T] float32) from the kernel of the platform being lowered for."""
+    if plan.cpu == "interpret_mosaic":  # see the note above
+        return _mosaic_forward(plan, *args, interpret=True)
     xla = functools.partial(_xla_forward, plan)
     return lax.platform_dependent(
         *args,
@@ -244,6 +248,8 @@ def _forward(plan, *args):
 
 def _backward(plan, *args):
     """(dq, dk, dv, d head_mask [H]) from the kernel of the platform being lowered for."""
+    if plan.cpu == "interpret_mosaic":
+        return _mosaic_backward(plan, *args, interpret=True)
     xla = functools.partial(_xla_backward, plan)
     return lax.platform_dependent(
         *args,
@@ -297,7 +303,7 @@ def flash_attention(
     scalar (dropout is off when it is None or dropout_rate is 0). `cpu` picks what runs when
     lowered for the CPU: "interpret" (the Triton kernels in Pallas' interpreter), "interpret_tpu"
     (the TPU Mosaic kernels, likewise), "interpret_mosaic" (the Hopper kernels in Mosaic GPU's
-    interpreter) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
+    interpreter, whatever the platform: for tests on the CPU) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
     Hopper kernels: bfloat16/float16, head_dim 64 or 128) or "auto" (see `_resolve_gpu_kernel`).
     Block sizes default per platform and head size.
     """

@@ -41,6 +41,10 @@ from gpt_flax.attention import CAUSAL_MASK_VALUE, dropout_keep
 from gpt_flax.kernels.common import TileMath, kernel_output
 
 LOG2E = math.log2(math.e)
+# Registers per thread after `setmaxnreg`, by consumer warpgroups per CTA: the producer gives its
+# share to the consumers, the total within the 64K registers of a CTA of (consumers + 1) x 128 threads.
+PRODUCER_REGISTERS = 40
+CONSUMER_REGISTERS = {1: 232, 2: 232}
 HEAD_DIMS = (64, 128)
 DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -63,12 +67,15 @@ class MosaicBlockSizes:
     block_q_dkv: int = 64
     block_k_dkv: int = 64
     steps_bwd: int = 2
+    wgs_bwd: int = 2
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name.startswith("block") and (value <= 0 or value % 64):
                 raise ValueError(f"MosaicBlockSizes.{f.name} must be a positive multiple of 64; got {value}")
+        if self.wgs_bwd not in (1, 2):
+            raise ValueError(f"MosaicBlockSizes.wgs_bwd must be 1 or 2; got {self.wgs_bwd}")
         if self.steps < 2 or self.steps_bwd < 2:
             raise ValueError(
                 f"MosaicBlockSizes needs steps >= 2 and steps_bwd >= 2; got {self.steps}, {self.steps_bwd}"
@@ -79,7 +86,12 @@ class MosaicBlockSizes:
         """T is padded to a multiple of this (every tile of every kernel divides it; all are powers
         of two or multiples of 64, so the largest, rounded up to a power of two, serves)."""
         largest = max(
-            2 * self.block_q, self.block_k, self.block_q_dq, self.block_k_dq, self.block_q_dkv, self.block_k_dkv
+            2 * self.block_q,
+            self.block_k,
+            self.wgs_bwd * self.block_q_dq,
+            self.block_k_dq,
+            self.block_q_dkv,
+            self.wgs_bwd * self.block_k_dkv,
         )
         return 1 << (largest - 1).bit_length()
 
@@ -149,6 +161,13 @@ class _Ops:
             return acc[...]
 
         return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
+
+    def products(self, operands, shape):
+        """a @ b (b^T where flagged) for each (a, b, transpose_b), issued together, one wait."""
+        if self.interpret:
+            return tuple(self.matmul(a, b, shape, transpose_b=tb) for a, b, tb in operands)
+        zeros = self.tile(jnp.zeros(shape, jnp.float32))
+        return self.accumulate([(zeros, a, b, tb) for a, b, tb in operands])
 
     def accumulate(self, products, after_issue=None):
         """acc + a @ b (b^T where flagged) for each (acc, a, b, transpose_b), issued together."""
@@ -238,7 +257,7 @@ def forward(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, *, 
 
         @pl.when(wg < 2)
         def _consumer():
-            plgpu.set_max_registers(232, action="increase")
+            plgpu.set_max_registers(CONSUMER_REGISTERS[2], action="increase")
             q_start = cta_start + wg * bq
             rows = pl.ds(q_start, bq)
             plgpu.copy_gmem_to_smem(q_ref.at[b, rows, h], qo_smem.at[wg], q_bar.at[wg])
@@ -312,7 +331,7 @@ def forward(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, *, 
 
         @pl.when(wg == 2)
         def _producer():
-            plgpu.set_max_registers(40, action="decrease")
+            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
 
             def load(j):
                 slot = lax.rem(j, steps)
@@ -362,9 +381,11 @@ def _dropped(m: TileMath, keep, x):
 
 
 def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, delta, do, interpret):
-    """dQ [B, T, H, K]: one consumer warpgroup per query block, key blocks streamed."""
+    """dQ [B, T, H, K]: `wgs` consumer warpgroups per CTA, one query block each, over the key
+    blocks streamed once for all of them (a warpgroup whose rows end earlier sees the extra blocks
+    fully masked, which adds nothing)."""
     batch, seq, heads, head_dim = q.shape
-    bq, bk = blocks.block_q_dq, blocks.block_k_dq
+    bq, bk, wgs = blocks.block_q_dq, blocks.block_k_dq, blocks.wgs_bwd
     num_kv = seq // bk
     steps = min(blocks.steps_bwd, num_kv)
     ops = _Ops(interpret)
@@ -376,31 +397,34 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
         b = lax.axis_index("batch")
         h = lax.axis_index("heads")
         wg = lax.axis_index("wg")
-        q_start = lax.axis_index("q_seq") * bq
-        rows = pl.ds(q_start, bq)
-        n_full = jnp.minimum(lax.div(q_start + 1, bk), num_kv)
-        n_visible = jnp.minimum(lax.div(q_start + bq + bk - 1, bk), num_kv)
+        cta_start = lax.axis_index("q_seq") * (wgs * bq)
+        cta_visible = jnp.minimum(lax.div(cta_start + wgs * bq + bk - 1, bk), num_kv)
 
-        @pl.when(wg == 0)
+        @pl.when(wg < wgs)
         def _consumer():
-            plgpu.set_max_registers(232, action="increase")
-            plgpu.copy_gmem_to_smem(q_ref.at[b, rows, h], q_smem, q_bar)
-            plgpu.copy_gmem_to_smem(do_ref.at[b, rows, h], do_smem, q_bar)
-            plgpu.copy_gmem_to_smem(lse_ref.at[b, h, rows], lse_smem, q_bar)
-            plgpu.copy_gmem_to_smem(delta_ref.at[b, h, rows], delta_smem, q_bar)
+            plgpu.set_max_registers(CONSUMER_REGISTERS[wgs], action="increase")
+            q_start = cta_start + wg * bq
+            rows = pl.ds(q_start, bq)
+            bar = q_bar.at[wg]
+            plgpu.copy_gmem_to_smem(q_ref.at[b, rows, h], q_smem.at[wg], bar)
+            plgpu.copy_gmem_to_smem(do_ref.at[b, rows, h], do_smem.at[wg], bar)
+            plgpu.copy_gmem_to_smem(lse_ref.at[b, h, rows], lse_smem.at[wg], bar)
+            plgpu.copy_gmem_to_smem(delta_ref.at[b, h, rows], delta_smem.at[wg], bar)
             if m.has_dropout:
-                plgpu.copy_gmem_to_smem(hash_ref.at[b, h, rows], hash_smem, q_bar)
-            plgpu.barrier_wait(q_bar)
-            lse2 = _rows(ops.vector(lse_smem, 1) * LOG2E, (bq, bk))
-            delta_t = _rows(ops.vector(delta_smem, 1), (bq, bk))
-            row_hash = _rows(ops.vector(hash_smem, 1), (bq, bk)) if m.has_dropout else None
+                plgpu.copy_gmem_to_smem(hash_ref.at[b, h, rows], hash_smem.at[wg], bar)
+            plgpu.barrier_wait(bar)
+            lse2 = _rows(ops.vector(lse_smem.at[wg], 1) * LOG2E, (bq, bk))
+            delta_t = _rows(ops.vector(delta_smem.at[wg], 1), (bq, bk))
+            row_hash = _rows(ops.vector(hash_smem.at[wg], 1), (bq, bk)) if m.has_dropout else None
             q_pos = ops.iota((bq, bk), 0) + q_start
+            n_full = jnp.minimum(lax.div(q_start + 1, bk), num_kv)
             plgpu.barrier_wait(kv_bar.at[0])
 
             def step(j, dq_acc, causal):
                 slot = lax.rem(j, steps)
-                s = ops.matmul(q_smem, k_smem.at[slot], (bq, bk), transpose_b=True)
-                dp = ops.matmul(do_smem, v_smem.at[slot], (bq, bk), transpose_b=True)
+                s, dp = ops.products(
+                    [(q_smem.at[wg], k_smem.at[slot], True), (do_smem.at[wg], v_smem.at[slot], True)], (bq, bk)
+                )
                 bias = _cols(ops.vector(bias_smem.at[slot], 0), (bq, bk)) if m.has_bias else None
                 k_pos = ops.iota((bq, bk), 1) + j * bk
                 p = jnp.exp2(_log2_scores(m, s, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal) - lse2)
@@ -411,7 +435,7 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
                 def wait_next():
                     nxt = j + 1
 
-                    @pl.when(nxt < n_visible)
+                    @pl.when(nxt < cta_visible)
                     def _():
                         plgpu.barrier_wait(kv_bar.at[lax.rem(nxt, steps)])
 
@@ -421,15 +445,15 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
 
             dq_acc = ops.tile(jnp.zeros((bq, head_dim), jnp.float32))
             dq_acc = lax.fori_loop(0, n_full, functools.partial(step, causal=False), dq_acc)
-            dq_acc = lax.fori_loop(n_full, n_visible, functools.partial(step, causal=True), dq_acc)
-            q_smem[...] = (dq_acc * m.scale).astype(dtype)
+            dq_acc = lax.fori_loop(n_full, cta_visible, functools.partial(step, causal=True), dq_acc)
+            q_smem.at[wg][...] = (dq_acc * m.scale).astype(dtype)
             plgpu.commit_smem()
-            plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[b, rows, h])
+            plgpu.copy_smem_to_gmem(q_smem.at[wg], dq_ref.at[b, rows, h])
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == 1)
+        @pl.when(wg == wgs)
         def _producer():
-            plgpu.set_max_registers(40, action="decrease")
+            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
 
             def load(j):
                 slot = lax.rem(j, steps)
@@ -439,30 +463,30 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
                 if m.has_bias:
                     plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem.at[slot], kv_bar.at[slot])
 
-            _produce(load, kv_used, 0, n_visible, steps)
+            _produce(load, kv_used, 0, cta_visible, steps)
 
     smem = (
-        _smem_tile((bq, head_dim), dtype),
-        _smem_tile((bq, head_dim), dtype),
-        plgpu.SMEM((bq,), jnp.float32),
-        plgpu.SMEM((bq,), jnp.float32),
-        plgpu.SMEM((bq,), jnp.uint32) if m.has_dropout else None,
+        _smem_tile((wgs, bq, head_dim), dtype),
+        _smem_tile((wgs, bq, head_dim), dtype),
+        plgpu.SMEM((wgs, bq), jnp.float32),
+        plgpu.SMEM((wgs, bq), jnp.float32),
+        plgpu.SMEM((wgs, bq), jnp.uint32) if m.has_dropout else None,
         _smem_tile((steps, bk, head_dim), dtype),
         _smem_tile((steps, bk, head_dim), dtype),
         plgpu.SMEM((steps, bk), jnp.float32) if m.has_bias else None,
     )
     barriers = (
-        plgpu.Barrier(num_arrivals=5 if m.has_dropout else 4),
+        plgpu.Barrier(num_arrivals=5 if m.has_dropout else 4, num_barriers=wgs),
         plgpu.Barrier(num_arrivals=3 if m.has_bias else 2, num_barriers=steps),
-        plgpu.Barrier(num_arrivals=1, num_barriers=steps),
+        plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
     return plgpu.kernel(
         kernel,
         out_type=kernel_output(q.shape, dtype, q),
         scratch_types=(smem, barriers),
-        grid=(heads, seq // bq, batch),
+        grid=(heads, seq // (wgs * bq), batch),
         grid_names=("heads", "q_seq", "batch"),
-        num_threads=2,
+        num_threads=wgs + 1,
         thread_name="wg",
         compiler_params=_compiler_params(),
         **_interpret_kw(interpret),
@@ -470,11 +494,13 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
 
 
 def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, delta, do, interpret):
-    """(dK, dV) [B, T, H, K]: one consumer warpgroup per key block, query blocks streamed, every
-    tile in the transposed orientation (S^T = K Q^T) so that P^T and dS^T are wgmma's register
-    operand for dV = P^T dO and dK = dS^T Q."""
+    """(dK, dV) [B, T, H, K]: `wgs` consumer warpgroups per CTA, one key block each, over the
+    query blocks streamed once for all of them (from the first block the CTA's first key is seen
+    by; a warpgroup with later keys sees that block masked). Every tile is in the transposed
+    orientation (S^T = K Q^T), so that P^T and dS^T are wgmma's register operand for dV = P^T dO
+    and dK = dS^T Q."""
     batch, seq, heads, head_dim = q.shape
-    bq, bk = blocks.block_q_dkv, blocks.block_k_dkv
+    bq, bk, wgs = blocks.block_q_dkv, blocks.block_k_dkv, blocks.wgs_bwd
     num_q = seq // bq
     steps = min(blocks.steps_bwd, num_q)
     ops = _Ops(interpret)
@@ -486,32 +512,32 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
         b = lax.axis_index("batch")
         h = lax.axis_index("heads")
         wg = lax.axis_index("wg")
-        k_start = lax.axis_index("kv_seq") * bk
-        keys = pl.ds(k_start, bk)
-        # Query blocks before `first` never see these keys; [first, first_full) straddle the diagonal.
-        first = jnp.minimum(lax.div(k_start, bq), num_q)
-        first_full = jnp.maximum(first, jnp.minimum(lax.div(k_start + bk - 1 + bq - 1, bq), num_q))
+        cta_start = lax.axis_index("kv_seq") * (wgs * bk)
+        first = lax.div(cta_start, bq)  # query blocks before this one see none of the CTA's keys
 
-        @pl.when(wg == 0)
+        @pl.when(wg < wgs)
         def _consumer():
-            plgpu.set_max_registers(232, action="increase")
-            plgpu.copy_gmem_to_smem(k_ref.at[b, keys, h], k_smem, k_bar)
-            plgpu.copy_gmem_to_smem(v_ref.at[b, keys, h], v_smem, k_bar)
+            plgpu.set_max_registers(CONSUMER_REGISTERS[wgs], action="increase")
+            k_start = cta_start + wg * bk
+            keys = pl.ds(k_start, bk)
+            bar = k_bar.at[wg]
+            plgpu.copy_gmem_to_smem(k_ref.at[b, keys, h], k_smem.at[wg], bar)
+            plgpu.copy_gmem_to_smem(v_ref.at[b, keys, h], v_smem.at[wg], bar)
             if m.has_bias:
-                plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem, k_bar)
-            plgpu.barrier_wait(k_bar)
-            bias = _rows(ops.vector(bias_smem, 1), (bk, bq)) if m.has_bias else None
+                plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem.at[wg], bar)
+            plgpu.barrier_wait(bar)
+            bias = _rows(ops.vector(bias_smem.at[wg], 1), (bk, bq)) if m.has_bias else None
             k_pos = ops.iota((bk, bq), 0) + k_start
-
-            @pl.when(first < num_q)
-            def _():
-                plgpu.barrier_wait(q_bar.at[0])
+            # Query blocks from first_full on see every key of this warpgroup's block.
+            first_full = jnp.maximum(first, jnp.minimum(lax.div(k_start + bk - 1 + bq - 1, bq), num_q))
+            plgpu.barrier_wait(q_bar.at[0])
 
             def step(i, carry, causal):
                 dk_acc, dv_acc = carry
                 slot = lax.rem(i - first, steps)
-                st = ops.matmul(k_smem, q_smem.at[slot], (bk, bq), transpose_b=True)
-                dpt = ops.matmul(v_smem, do_smem.at[slot], (bk, bq), transpose_b=True)
+                st, dpt = ops.products(
+                    [(k_smem.at[wg], q_smem.at[slot], True), (v_smem.at[wg], do_smem.at[slot], True)], (bk, bq)
+                )
                 q_pos = ops.iota((bk, bq), 1) + i * bq
                 lse2 = _cols(ops.vector(lse_smem.at[slot], 0) * LOG2E, (bk, bq))
                 pt = jnp.exp2(_log2_scores(m, st, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal) - lse2)
@@ -539,17 +565,17 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
             zeros = ops.tile(jnp.zeros((bk, head_dim), jnp.float32))
             carry = lax.fori_loop(first, first_full, functools.partial(step, causal=True), (zeros, zeros))
             dk_acc, dv_acc = lax.fori_loop(first_full, num_q, functools.partial(step, causal=False), carry)
-            k_smem[...] = (dk_acc * m.scale).astype(dtype)
-            v_smem[...] = dv_acc.astype(dtype)
+            k_smem.at[wg][...] = (dk_acc * m.scale).astype(dtype)
+            v_smem.at[wg][...] = dv_acc.astype(dtype)
             plgpu.commit_smem()
-            plgpu.copy_smem_to_gmem(k_smem, dk_ref.at[b, keys, h], commit_group=False)
-            plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[b, keys, h], commit_group=False)
+            plgpu.copy_smem_to_gmem(k_smem.at[wg], dk_ref.at[b, keys, h], commit_group=False)
+            plgpu.copy_smem_to_gmem(v_smem.at[wg], dv_ref.at[b, keys, h], commit_group=False)
             plgpu.commit_smem_to_gmem_group()
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == 1)
+        @pl.when(wg == wgs)
         def _producer():
-            plgpu.set_max_registers(40, action="decrease")
+            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
 
             def load(i):
                 slot = lax.rem(i - first, steps)
@@ -562,12 +588,12 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
                 if m.has_dropout:
                     plgpu.copy_gmem_to_smem(hash_ref.at[b, h, rows], hash_smem.at[slot], bar)
 
-            _produce(lambda i: load(i), q_used, first, num_q, steps)
+            _produce(load, q_used, first, num_q, steps)
 
     smem = (
-        _smem_tile((bk, head_dim), dtype),
-        _smem_tile((bk, head_dim), dtype),
-        plgpu.SMEM((bk,), jnp.float32) if m.has_bias else None,
+        _smem_tile((wgs, bk, head_dim), dtype),
+        _smem_tile((wgs, bk, head_dim), dtype),
+        plgpu.SMEM((wgs, bk), jnp.float32) if m.has_bias else None,
         _smem_tile((steps, bq, head_dim), dtype),
         _smem_tile((steps, bq, head_dim), dtype),
         plgpu.SMEM((steps, bq), jnp.float32),
@@ -575,18 +601,18 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
         plgpu.SMEM((steps, bq), jnp.uint32) if m.has_dropout else None,
     )
     barriers = (
-        plgpu.Barrier(num_arrivals=3 if m.has_bias else 2),
+        plgpu.Barrier(num_arrivals=3 if m.has_bias else 2, num_barriers=wgs),
         plgpu.Barrier(num_arrivals=5 if m.has_dropout else 4, num_barriers=steps),
-        plgpu.Barrier(num_arrivals=1, num_barriers=steps),
+        plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
     out = kernel_output(k.shape, dtype, k)
     return plgpu.kernel(
         kernel,
         out_type=(out, out),
         scratch_types=(smem, barriers),
-        grid=(heads, seq // bk, batch),
+        grid=(heads, seq // (wgs * bk), batch),
         grid_names=("heads", "kv_seq", "batch"),
-        num_threads=2,
+        num_threads=wgs + 1,
         thread_name="wg",
         compiler_params=_compiler_params(),
         **_interpret_kw(interpret),
