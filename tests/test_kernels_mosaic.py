@@ -1,0 +1,123 @@
+"""The Hopper flash-attention kernels (`gpt_flax.kernels.flash_mgpu`, Mosaic GPU) on the CPU.
+
+Their arithmetic, index math and barrier protocol run in Mosaic GPU's interpreter (which simulates
+the warpgroups, shared memory, TMA copies and mbarriers) against `xla_attention`; their lowering
+for a real GPU (Mosaic GPU's `mosaic_gpu_v2` custom call, the sm_90a code built when XLA compiles
+it there) is exported from here. The interpreter's kernels are called eagerly, not under `jax.jit`:
+under jit, XLA:CPU may run two of its simulated kernels at once, which the interpreter's one
+simulated GPU does not support.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpt_flax.attention import xla_attention
+from gpt_flax.kernels import flash_attention
+from gpt_flax.kernels.flash import _resolve_gpu_kernel
+from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes
+
+LOW_TOL = 2e-2  # max |error| relative to max |reference|, as tests/test_kernels.py holds bfloat16
+MOSAIC_CALL = "mosaic_gpu_v2"
+
+
+def relative_error(actual, expected):
+    actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
+    assert np.all(np.isfinite(actual))
+    return np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-6)
+
+
+CASES = [
+    # dtype, B, T, H, K, blocks, padding, dropout, head_mask
+    (jnp.bfloat16, 2, 100, 2, 64, MosaicBlockSizes(), "mixed", 0.1, True),
+    (jnp.float16, 1, 130, 1, 128, MosaicBlockSizes(block_k=64, pingpong=False, wgs_bwd=1), "right", 0.0, False),
+    (jnp.bfloat16, 1, 300, 1, 64, MosaicBlockSizes(steps=3, steps_bwd=3), None, 0.2, False),
+]
+
+
+@pytest.mark.parametrize("dtype, batch, seq, heads_, head_dim, blocks, padding, rate, use_head_mask", CASES)
+def test_mosaic_kernels_match_reference(dtype, batch, seq, heads_, head_dim, blocks, padding, rate, use_head_mask):
+    rs = np.random.RandomState(seq + head_dim)
+    q, k, v = (jnp.asarray(rs.normal(size=(batch, seq, heads_, head_dim)), dtype) for _ in range(3))
+    mask = None
+    if padding is not None:
+        mask = np.ones((batch, seq), np.float32)
+        for b in range(batch):
+            n_pad = rs.randint(1, seq // 3)
+            if padding == "mixed" and b % 2 == 0:  # left padding: queries that see no unpadded key
+                mask[b, :n_pad] = 0
+            else:
+                mask[b, seq - n_pad :] = 0
+        mask = jnp.asarray(mask)
+    cotangent = jnp.asarray(rs.normal(size=q.shape), jnp.float32)
+    hm = jnp.asarray(rs.uniform(0.2, 1.2, heads_), jnp.float32).at[-1].set(0.0) if use_head_mask else None
+    kw = {"attention_mask": mask, "dropout_rate": rate, "dropout_seed": jnp.uint32(seq) if rate else None}
+
+    def kernel(q, k, v, hm):
+        out = flash_attention(q, k, v, head_mask=hm, cpu="interpret_mosaic", mosaic_blocks=blocks, **kw)
+        return jnp.sum(out.astype(jnp.float32) * cotangent), out
+
+    def reference(q, k, v, hm):
+        out, _ = xla_attention(*(x.astype(jnp.float32) for x in (q, k, v)), head_mask=hm, **kw)
+        return jnp.sum(out * cotangent), out
+
+    argnums = (0, 1, 2, 3) if use_head_mask else (0, 1, 2)
+    (_, out), grads = jax.value_and_grad(kernel, argnums=argnums, has_aux=True)(q, k, v, hm)
+    with jax.default_matmul_precision("highest"):
+        (_, ref_out), ref_grads = jax.jit(jax.value_and_grad(reference, argnums=argnums, has_aux=True))(q, k, v, hm)
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads[:3])
+    for name, a, b in zip(("out", "dq", "dk", "dv", "d head_mask"), (out, *grads), (ref_out, *ref_grads)):
+        err = relative_error(a, b)
+        assert err <= LOW_TOL, f"{name}: relative error {err:.3g} > {LOW_TOL}"
+
+
+def kernel_calls(exported) -> list[str]:
+    return re.findall(r"custom_call @([\w$.]+)", exported.mlir_module())
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_mosaic_kernels_lower_for_cuda(head_dim):
+    """Forward and gradient with every option on hold the three Mosaic GPU kernels and no Triton
+    kernel or interpreter loop (the one while loop is the left-padding rows' dropout chunks)."""
+    q = jnp.ones((2, 100, 3, head_dim), jnp.bfloat16)
+
+    def attend(q, k, v):
+        return flash_attention(
+            q,
+            k,
+            v,
+            attention_mask=jnp.ones((2, 100)),
+            head_mask=jnp.ones(3),
+            dropout_rate=0.1,
+            dropout_seed=jnp.uint32(5),
+            gpu_kernel="mosaic",
+        )
+
+    grad = jax.grad(lambda q, k, v: attend(q, k, v).astype(jnp.float32).sum(), argnums=(0, 1, 2))
+    for fn, n_kernels in ((attend, 1), (grad, 3)):
+        exported = jax.export.export(jax.jit(fn), platforms=["cuda"])(q, q, q)
+        assert kernel_calls(exported) == [MOSAIC_CALL] * n_kernels
+        assert exported.mlir_module().count("stablehlo.while") == 1
+
+
+def test_gpu_kernel_choice():
+    # "auto" picks the Hopper kernels only when this process's CUDA devices are sm_90; here there are none.
+    assert _resolve_gpu_kernel("auto", jnp.bfloat16, 64) == "triton"
+    assert _resolve_gpu_kernel("mosaic", jnp.float16, 128) == "mosaic"
+    q = jnp.ones((1, 8, 1, 64), jnp.float32)
+    with pytest.raises(ValueError, match="float32 and head_dim=64"):
+        flash_attention(q, q, q, gpu_kernel="mosaic")
+    q = jnp.ones((1, 8, 1, 80), jnp.bfloat16)
+    with pytest.raises(ValueError, match="bfloat16 and head_dim=80"):
+        flash_attention(q, q, q, cpu="interpret_mosaic")
+    with pytest.raises(ValueError, match="gpu_kernel='cutlass'"):
+        flash_attention(q, q, q, gpu_kernel="cutlass")
+    with pytest.raises(ValueError, match="block_q must be a positive multiple of 64; got 32"):
+        MosaicBlockSizes(block_q=32)
+    with pytest.raises(ValueError, match="wgs_bwd must be 1 or 2"):
+        MosaicBlockSizes(wgs_bwd=3)
