@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 
 from gpt_flax.attention import xla_attention
-from gpt_flax.kernels import flash_attention
+from gpt_flax.kernels import flash_attention, flash_mgpu
 from gpt_flax.kernels.flash import _resolve_gpu_kernel
 from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes
 
@@ -41,7 +42,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype, batch, seq, heads_, head_dim, blocks, padding, rate, use_head_mask", CASES)
-def test_mosaic_kernels_match_reference(dtype, batch, seq, heads_, head_dim, blocks, padding, rate, use_head_mask):
+def test_mosaic_kernels_match_reference(
+    monkeypatch, capfd, dtype, batch, seq, heads_, head_dim, blocks, padding, rate, use_head_mask
+):
+    # The interpreter's happens-before race detector watches every shared-memory and TMA access:
+    # a slot refilled before its consumers are done with it, or read before it lands, is reported.
+    monkeypatch.setattr(flash_mgpu, "_interpret_params", lambda interpret: InterpretGPUParams(detect_races=True))
     rs = np.random.RandomState(seq + head_dim)
     q, k, v = (jnp.asarray(rs.normal(size=(batch, seq, heads_, head_dim)), dtype) for _ in range(3))
     mask = None
@@ -74,6 +80,8 @@ def test_mosaic_kernels_match_reference(dtype, batch, seq, heads_, head_dim, blo
     for name, a, b in zip(("out", "dq", "dk", "dv", "d head_mask"), (out, *grads), (ref_out, *ref_grads)):
         err = relative_error(a, b)
         assert err <= LOW_TOL, f"{name}: relative error {err:.3g} > {LOW_TOL}"
+    # The detector prints each race it finds (its state is reset for every kernel launched).
+    assert "RACE DETECTED" not in capfd.readouterr().out
 
 
 def kernel_calls(exported) -> list[str]:

@@ -303,7 +303,8 @@ def flash_attention(
     scalar (dropout is off when it is None or dropout_rate is 0). `cpu` picks what runs when
     lowered for the CPU: "interpret" (the Triton kernels in Pallas' interpreter), "interpret_tpu"
     (the TPU Mosaic kernels, likewise), "interpret_mosaic" (the Hopper kernels in Mosaic GPU's
-    interpreter, whatever the platform: for tests on the CPU) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
+    interpreter, whatever the platform: for tests on the CPU, called eagerly, since under
+    `jax.jit` JAX 0.10's interpreter was seen to hang on batches of two) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
     Hopper kernels: bfloat16/float16, head_dim 64 or 128) or "auto" (see `_resolve_gpu_kernel`).
     Block sizes default per platform and head size.
     """

@@ -186,10 +186,6 @@ class _Ops:
         return pl.run_state(body)(tuple(plgpu.ACC.init(acc) for acc, *_ in products))
 
 
-def _compiler_params():
-    return plgpu.CompilerParams(approx_math=True)
-
-
 def _interpret_params(interpret: bool):
     if not interpret:
         return None
@@ -357,21 +353,24 @@ def forward(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, *, 
         plgpu.Barrier(num_arrivals=2, num_barriers=steps),
         plgpu.Barrier(num_arrivals=2),
     )
+    out_type = (kernel_output(q.shape, dtype, q), kernel_output((batch, heads, seq), jnp.float32, q))
+    launch = _launch(kernel, out_type, smem, barriers, (heads, seq // (2 * bq), batch), "q_seq", 2, interpret)
+    return launch(q, k, v, bias2, row_hash)
+
+
+def _launch(kernel, out_type, smem, barriers, grid, seq_axis: str, consumers: int, interpret: bool):
+    """`plgpu.kernel` over (heads, seq_axis, batch) with `consumers` warpgroups and one producer."""
     return plgpu.kernel(
         kernel,
-        out_type=(kernel_output(q.shape, dtype, q), kernel_output((batch, heads, seq), jnp.float32, q)),
+        out_type=out_type,
         scratch_types=(smem, barriers),
-        grid=(heads, seq // (2 * bq), batch),
-        grid_names=("heads", "q_seq", "batch"),
-        num_threads=3,
+        grid=grid,
+        grid_names=("heads", seq_axis, "batch"),
+        num_threads=consumers + 1,
         thread_name="wg",
-        compiler_params=_compiler_params(),
-        **_interpret_kw(interpret),
-    )(q, k, v, bias2, row_hash)
-
-
-def _interpret_kw(interpret: bool):
-    return {"interpret": _interpret_params(True)} if interpret else {}
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+        **({"interpret": _interpret_params(True)} if interpret else {}),
+    )
 
 
 # -- backward -----------------------------------------------------------------------------------
@@ -480,17 +479,9 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
         plgpu.Barrier(num_arrivals=3 if m.has_bias else 2, num_barriers=steps),
         plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
-    return plgpu.kernel(
-        kernel,
-        out_type=kernel_output(q.shape, dtype, q),
-        scratch_types=(smem, barriers),
-        grid=(heads, seq // (wgs * bq), batch),
-        grid_names=("heads", "q_seq", "batch"),
-        num_threads=wgs + 1,
-        thread_name="wg",
-        compiler_params=_compiler_params(),
-        **_interpret_kw(interpret),
-    )(q, k, v, bias2, row_hash, lse, delta, do)
+    out_type = kernel_output(q.shape, dtype, q)
+    launch = _launch(kernel, out_type, smem, barriers, (heads, seq // (wgs * bq), batch), "q_seq", wgs, interpret)
+    return launch(q, k, v, bias2, row_hash, lse, delta, do)
 
 
 def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, delta, do, interpret):
@@ -606,17 +597,8 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
         plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
     out = kernel_output(k.shape, dtype, k)
-    return plgpu.kernel(
-        kernel,
-        out_type=(out, out),
-        scratch_types=(smem, barriers),
-        grid=(heads, seq // (wgs * bk), batch),
-        grid_names=("heads", "kv_seq", "batch"),
-        num_threads=wgs + 1,
-        thread_name="wg",
-        compiler_params=_compiler_params(),
-        **_interpret_kw(interpret),
-    )(q, k, v, bias2, row_hash, lse, delta, do)
+    launch = _launch(kernel, (out, out), smem, barriers, (heads, seq // (wgs * bk), batch), "kv_seq", wgs, interpret)
+    return launch(q, k, v, bias2, row_hash, lse, delta, do)
 
 
 def _produce(load, used, start, stop, steps):
