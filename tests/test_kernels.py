@@ -20,7 +20,7 @@ import pytest
 from gpt_flax import heads
 from gpt_flax.attention import dropout_keep_mask, dropout_row_hash, xla_attention
 from gpt_flax.config import OpenAIGPTConfig
-from gpt_flax.kernels import GPUBlockSizes, TPUBlockSizes, flash_attention
+from gpt_flax.kernels import GPUBlockSizes, TPUBlockSizes, flash, flash_attention
 from gpt_flax.kernels.common import TileMath, tile_keep
 
 F32_TOL = 1e-5  # float32: elementwise, absolute and relative
@@ -225,9 +225,11 @@ def kernel_calls(exported) -> list[str]:
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_model_lowers_with_the_kernel(platform, dtype):
+def test_model_lowers_with_the_kernel(monkeypatch, platform, dtype):
     """Forward and gradient of the jitted model hold the real kernel. ("pallas": in a process with
     no GPU or TPU, "auto" is plain XLA; with one it is this, chosen when lowered.)"""
+    # The Triton kernels: on a Hopper host "auto" would pick the Mosaic GPU ones (test_kernels_mosaic.py).
+    monkeypatch.setattr(flash, "_local_gpus_are_hopper", lambda: False)
     config = OpenAIGPTConfig(**TINY, attention_impl="pallas")
     params = heads.init_params(config, "lm", jax.random.key(0))
     ids = jnp.zeros((2, 7), jnp.int32)

@@ -19,7 +19,7 @@ import pytest
 from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 
 from gpt_flax.attention import xla_attention
-from gpt_flax.kernels import flash_attention, flash_mgpu
+from gpt_flax.kernels import flash, flash_attention, flash_mgpu
 from gpt_flax.kernels.flash import _resolve_gpu_kernel
 from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes
 
@@ -38,6 +38,8 @@ CASES = [
     (jnp.bfloat16, 2, 100, 2, 64, MosaicBlockSizes(), "mixed", 0.1, True),
     (jnp.float16, 1, 130, 1, 128, MosaicBlockSizes(block_k=64, pingpong=False, wgs_bwd=1), "right", 0.0, False),
     (jnp.bfloat16, 1, 300, 1, 64, MosaicBlockSizes(steps=3, steps_bwd=3), None, 0.2, False),
+    # Left padding over a whole key block, and backward tiles reaching keys the forward's did not.
+    (jnp.bfloat16, 1, 128, 1, 64, MosaicBlockSizes(block_k=64), "left64", 0.1, False),
 ]
 
 
@@ -55,7 +57,9 @@ def test_mosaic_kernels_match_reference(
         mask = np.ones((batch, seq), np.float32)
         for b in range(batch):
             n_pad = rs.randint(1, seq // 3)
-            if padding == "mixed" and b % 2 == 0:  # left padding: queries that see no unpadded key
+            if padding == "left64":
+                mask[b, :64] = 0
+            elif padding == "mixed" and b % 2 == 0:  # left padding: queries that see no unpadded key
                 mask[b, :n_pad] = 0
             else:
                 mask[b, seq - n_pad :] = 0
@@ -113,9 +117,14 @@ def test_mosaic_kernels_lower_for_cuda(head_dim):
         assert exported.mlir_module().count("stablehlo.while") == 1
 
 
-def test_gpu_kernel_choice():
-    # "auto" picks the Hopper kernels only when this process's CUDA devices are sm_90; here there are none.
-    assert _resolve_gpu_kernel("auto", jnp.bfloat16, 64) == "triton"
+def test_gpu_kernel_choice(monkeypatch):
+    # "auto" picks the Hopper kernels when this process's CUDA devices are all sm_90 and the inputs suit them.
+    for hopper in (False, True):
+        monkeypatch.setattr(flash, "_local_gpus_are_hopper", lambda hopper=hopper: hopper)
+        assert _resolve_gpu_kernel("auto", jnp.bfloat16, 64) == ("mosaic" if hopper else "triton")
+        assert _resolve_gpu_kernel("auto", jnp.float32, 64) == "triton"
+        assert _resolve_gpu_kernel("auto", jnp.bfloat16, 80) == "triton"
+        assert _resolve_gpu_kernel("triton", jnp.bfloat16, 64) == "triton"
     assert _resolve_gpu_kernel("mosaic", jnp.float16, 128) == "mosaic"
     q = jnp.ones((1, 8, 1, 64), jnp.float32)
     with pytest.raises(ValueError, match="float32 and head_dim=64"):
@@ -125,7 +134,11 @@ def test_gpu_kernel_choice():
         flash_attention(q, q, q, cpu="interpret_mosaic")
     with pytest.raises(ValueError, match="gpu_kernel='cutlass'"):
         flash_attention(q, q, q, gpu_kernel="cutlass")
-    with pytest.raises(ValueError, match="block_q must be a positive multiple of 64; got 32"):
+    with pytest.raises(ValueError, match="block_q must be a power of two >= 64; got 32"):
         MosaicBlockSizes(block_q=32)
+    with pytest.raises(ValueError, match="block_k must be a power of two >= 64; got 192"):
+        MosaicBlockSizes(block_k=192)  # T is padded to the largest tile, which the others must divide
+    with pytest.raises(ValueError, match="cannot take gpu_kernel='triton'"):
+        flash_attention(q, q, q, cpu="interpret_mosaic", gpu_kernel="triton")
     with pytest.raises(ValueError, match="wgs_bwd must be 1 or 2"):
         MosaicBlockSizes(wgs_bwd=3)

@@ -145,7 +145,10 @@ def _resolve_gpu_kernel(choice: str, dtype, head_dim: int) -> str:
 
 def _local_gpus_are_hopper() -> bool:
     """Whether this process's CUDA devices are all sm_90 (H100/H200). "auto" keeps Triton otherwise,
-    and when there is no CUDA device (an export from the CPU: Triton lowers for any recent GPU)."""
+    and when there is no CUDA device (an export from the CPU: Triton lowers for any recent GPU).
+    Both kernel families lower for "cuda", so `platform_dependent` cannot tell them apart; this is
+    decided when tracing, from this host: to export from a Hopper host for other GPUs, pass
+    gpu_kernel="triton"."""
     try:
         devices = jax.devices("cuda")
     except RuntimeError:
@@ -345,6 +348,8 @@ def flash_attention(
         precision=lax.Precision.HIGHEST if q.dtype == jnp.float32 else None,
     )
     if cpu == "interpret_mosaic":
+        if gpu_kernel == "triton":
+            raise ValueError("cpu='interpret_mosaic' runs the Mosaic GPU kernels; it cannot take gpu_kernel='triton'")
         _resolve_gpu_kernel("mosaic", q.dtype, head_dim)  # the same refusal as on a GPU
     plan = _Plan(math_, cpu, gpu_blocks, tpu_blocks, _resolve_gpu_kernel(gpu_kernel, q.dtype, head_dim), mosaic_blocks)
     out = _flash(plan, q, k, v, bias, row_hash, hm)

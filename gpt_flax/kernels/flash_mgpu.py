@@ -51,7 +51,7 @@ DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 @dataclasses.dataclass(frozen=True)
 class MosaicBlockSizes:
-    """Tile sizes (multiples of 64) and pipeline depths of the Mosaic GPU kernels.
+    """Tile sizes (powers of two >= 64) and pipeline depths of the Mosaic GPU kernels.
 
     The forward CTA covers 2 * block_q query rows (one block per consumer warpgroup); the dQ
     kernel's CTA block_q_dq rows, the dK/dV kernel's block_k_dkv keys. `steps` buffers are in
@@ -72,8 +72,8 @@ class MosaicBlockSizes:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name.startswith("block") and (value <= 0 or value % 64):
-                raise ValueError(f"MosaicBlockSizes.{f.name} must be a positive multiple of 64; got {value}")
+            if f.name.startswith("block") and (value < 64 or value & (value - 1)):
+                raise ValueError(f"MosaicBlockSizes.{f.name} must be a power of two >= 64; got {value}")
         if self.wgs_bwd not in (1, 2):
             raise ValueError(f"MosaicBlockSizes.wgs_bwd must be 1 or 2; got {self.wgs_bwd}")
         if self.steps < 2 or self.steps_bwd < 2:
@@ -83,9 +83,9 @@ class MosaicBlockSizes:
 
     @property
     def multiple(self) -> int:
-        """T is padded to a multiple of this (every tile of every kernel divides it; all are powers
-        of two or multiples of 64, so the largest, rounded up to a power of two, serves)."""
-        largest = max(
+        """T is padded to a multiple of this: every tile of every kernel is a power of two, so the
+        largest divides it and all the others divide the largest."""
+        return max(
             2 * self.block_q,
             self.block_k,
             self.wgs_bwd * self.block_q_dq,
@@ -93,7 +93,6 @@ class MosaicBlockSizes:
             self.block_q_dkv,
             self.wgs_bwd * self.block_k_dkv,
         )
-        return 1 << (largest - 1).bit_length()
 
 
 def supports(dtype, head_dim: int) -> bool:
@@ -374,6 +373,17 @@ def _launch(kernel, out_type, smem, barriers, grid, seq_axis: str, consumers: in
 
 
 # -- backward -----------------------------------------------------------------------------------
+def _recomputed_probs(t, lse2):
+    """The forward's probabilities from base-2 scores and log-sum-exps, at most 1.
+
+    A backward tile can reach keys the forward's tiles for that row did not (its tiles differ): for
+    a left-padded row whose visible keys are all padding the forward's lse is about finfo.min, and
+    such a key's causal fill (-1e4) would give exp2 of ~1e38, inf, and inf * 0 = NaN in dS. Those
+    rows get no gradient (their output is replaced outside the kernels), so capping at 1 changes
+    nothing else: every other entry is at most 1 already."""
+    return jnp.exp2(jnp.minimum(t - lse2, 0.0))
+
+
 def _dropped(m: TileMath, keep, x):
     """Inverted dropout of a tile: kept entries scaled by 1 / (1 - rate), dropped ones 0."""
     return jnp.where(keep, x * m.keep_scale, 0.0) if m.has_dropout else x
@@ -426,7 +436,7 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
                 )
                 bias = _cols(ops.vector(bias_smem.at[slot], 0), (bq, bk)) if m.has_bias else None
                 k_pos = ops.iota((bq, bk), 1) + j * bk
-                p = jnp.exp2(_log2_scores(m, s, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal) - lse2)
+                p = _recomputed_probs(_log2_scores(m, s, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal), lse2)
                 if m.has_dropout:
                     dp = _dropped(m, _keep(m, row_hash, k_pos), dp)
                 ds = p * (dp - delta_t)
@@ -531,7 +541,7 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
                 )
                 q_pos = ops.iota((bk, bq), 1) + i * bq
                 lse2 = _cols(ops.vector(lse_smem.at[slot], 0) * LOG2E, (bk, bq))
-                pt = jnp.exp2(_log2_scores(m, st, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal) - lse2)
+                pt = _recomputed_probs(_log2_scores(m, st, q_pos=q_pos, k_pos=k_pos, bias=bias, causal=causal), lse2)
                 keep = _keep(m, _cols(ops.vector(hash_smem.at[slot], 0), (bk, bq)), k_pos) if m.has_dropout else None
                 dpt = _dropped(m, keep, dpt)
                 dst = pt * (dpt - _cols(ops.vector(delta_smem.at[slot], 0), (bk, bq)))
