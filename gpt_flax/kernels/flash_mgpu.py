@@ -326,17 +326,8 @@ def forward(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, *, 
 
         @pl.when(wg == 2)
         def _producer():
-            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
-
-            def load(j):
-                slot = lax.rem(j, steps)
-                keys = pl.ds(j * bk, bk)
-                plgpu.copy_gmem_to_smem(k_ref.at[b, keys, h], k_smem.at[slot], kv_bar.at[slot])
-                plgpu.copy_gmem_to_smem(v_ref.at[b, keys, h], v_smem.at[slot], kv_bar.at[slot])
-                if m.has_bias:
-                    plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem.at[slot], kv_bar.at[slot])
-
-            _produce(load, kv_used, 0, cta_steps, steps)
+            refs = (k_ref, v_ref, bias_ref if m.has_bias else None)
+            _key_producer(refs, (k_smem, v_smem, bias_smem), kv_bar, kv_used, b, h, bk, cta_steps, steps)
 
     smem = (
         _smem_tile((2, bq, head_dim), dtype),
@@ -462,17 +453,8 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
 
         @pl.when(wg == wgs)
         def _producer():
-            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
-
-            def load(j):
-                slot = lax.rem(j, steps)
-                keys = pl.ds(j * bk, bk)
-                plgpu.copy_gmem_to_smem(k_ref.at[b, keys, h], k_smem.at[slot], kv_bar.at[slot])
-                plgpu.copy_gmem_to_smem(v_ref.at[b, keys, h], v_smem.at[slot], kv_bar.at[slot])
-                if m.has_bias:
-                    plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem.at[slot], kv_bar.at[slot])
-
-            _produce(load, kv_used, 0, cta_visible, steps)
+            refs = (k_ref, v_ref, bias_ref if m.has_bias else None)
+            _key_producer(refs, (k_smem, v_smem, bias_smem), kv_bar, kv_used, b, h, bk, cta_visible, steps)
 
     smem = (
         _smem_tile((wgs, bq, head_dim), dtype),
@@ -609,6 +591,25 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
     out = kernel_output(k.shape, dtype, k)
     launch = _launch(kernel, (out, out), smem, barriers, (heads, seq // (wgs * bk), batch), "kv_seq", wgs, interpret)
     return launch(q, k, v, bias2, row_hash, lse, delta, do)
+
+
+def _key_producer(refs, smem, ready, used, b, h, bk: int, stop, steps: int):
+    """The producer warpgroup of the forward and dQ kernels: key blocks 0..stop-1 of (b, h), each
+    its k, v and (when `refs` holds one) padding-bias tiles into one slot of the ring, signalling
+    `ready` and reusing a slot once `used` says its consumers are done with it."""
+    plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
+    k_ref, v_ref, bias_ref = refs
+    k_smem, v_smem, bias_smem = smem
+
+    def load(j):
+        slot = lax.rem(j, steps)
+        keys = pl.ds(j * bk, bk)
+        plgpu.copy_gmem_to_smem(k_ref.at[b, keys, h], k_smem.at[slot], ready.at[slot])
+        plgpu.copy_gmem_to_smem(v_ref.at[b, keys, h], v_smem.at[slot], ready.at[slot])
+        if bias_ref is not None:
+            plgpu.copy_gmem_to_smem(bias_ref.at[b, keys], bias_smem.at[slot], ready.at[slot])
+
+    _produce(load, used, 0, stop, steps)
 
 
 def _produce(load, used, start, stop, steps):
