@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
+from jax.experimental.mosaic.gpu import core as mosaic_core
 
 from gpt_flax.attention import xla_attention
 from gpt_flax.kernels import flash, flash_attention, flash_mgpu
+from gpt_flax.kernels.common import TileMath
 from gpt_flax.kernels.flash import _resolve_gpu_kernel
 from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes
 
@@ -142,3 +144,44 @@ def test_gpu_kernel_choice(monkeypatch):
         flash_attention(q, q, q, cpu="interpret_mosaic", gpu_kernel="triton")
     with pytest.raises(ValueError, match="wgs_bwd must be 1 or 2"):
         MosaicBlockSizes(wgs_bwd=3)
+
+
+@pytest.mark.parametrize(
+    "blocks, math_",
+    [
+        (MosaicBlockSizes(), TileMath(head_dim=128)),
+        (MosaicBlockSizes(steps=3, steps_bwd=3, wgs_bwd=1), TileMath(head_dim=128, dropout_rate=0.1, has_bias=True)),
+    ],
+)
+def test_shared_memory_count_is_mosaics(monkeypatch, blocks, math_):
+    """Our count of each kernel's shared memory agrees byte for byte with Mosaic GPU's own."""
+    q = jnp.ones((1, 512, 1, 128), jnp.bfloat16)  # enough key and query blocks for three stages
+    zeros, hashes = jnp.zeros((1, 1, 512)), jnp.zeros((1, 1, 512), jnp.uint32)
+    kernels = {
+        "forward": lambda q: flash_mgpu.forward(math_, blocks, q, q, q, zeros[0], hashes),
+        "dQ": lambda q: flash_mgpu._dq(math_, blocks, q, q, q, zeros[0], hashes, zeros, zeros, q, False),
+        "dK/dV": lambda q: flash_mgpu._dkv(math_, blocks, q, q, q, zeros[0], hashes, zeros, zeros, q, False),
+    }
+    for name, fn in kernels.items():
+        monkeypatch.setattr(flash_mgpu, "SMEM_LIMIT", 0)
+        with pytest.raises(ValueError, match=f"bytes of shared memory in the Mosaic GPU {name} kernel") as ours:
+            jax.eval_shape(lambda q, fn=fn: fn(q), q)  # a new function each time: no trace cached
+        monkeypatch.setattr(flash_mgpu, "SMEM_LIMIT", 1 << 30)
+        with mosaic_core.artificial_shared_memory_limit(1), pytest.raises(ValueError, match="shared memory") as theirs:
+            jax.export.export(jax.jit(lambda q, fn=fn: fn(q)), platforms=["cuda"])(q)
+        count = int(re.search(r"need (\d+) bytes", str(ours.value)).group(1))
+        assert count == int(re.search(r"smem_bytes=(\d+) >", str(theirs.value)).group(1)), name
+
+
+def test_shared_memory_is_checked_before_lowering():
+    """Block sizes too large for a Hopper CTA's 227 KiB fail when traced, naming the kernel and the
+    blocks, not later in Mosaic's lowering with a byte count alone."""
+    q = jnp.ones((1, 512, 2, 128), jnp.bfloat16)
+    too_big = MosaicBlockSizes(steps=3)  # three 128-key stages of k and v at head_dim 128: 232520 bytes
+    with pytest.raises(ValueError, match=r"steps=3.* need 232520 bytes of shared memory in the Mosaic GPU forward"):
+        attend = jax.jit(lambda q: flash_attention(q, q, q, gpu_kernel="mosaic", mosaic_blocks=too_big))
+        jax.export.export(attend, platforms=["cuda"])(q)
+    too_big = MosaicBlockSizes(block_q_dkv=128, steps_bwd=3, wgs_bwd=1)
+    with pytest.raises(ValueError, match="need .* bytes of shared memory in the Mosaic GPU dK/dV kernel"):
+        loss = lambda q: flash_attention(q, q, q, cpu="interpret_mosaic", mosaic_blocks=too_big).sum()
+        jax.eval_shape(jax.grad(loss), q)

@@ -46,6 +46,10 @@ LOG2E = math.log2(math.e)
 PRODUCER_REGISTERS = 40
 CONSUMER_REGISTERS = {1: 232, 2: 232}
 HEAD_DIMS = (64, 128)
+# Shared memory a CTA may take on sm_90 (the opt-in maximum of the H100 and H200).
+SMEM_LIMIT = 227 * 1024
+SMEM_ALIGNMENT = 1024  # Pallas starts every shared-memory buffer at this boundary
+MBARRIER_BYTES = 8
 DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
@@ -56,7 +60,8 @@ class MosaicBlockSizes:
     The forward CTA covers 2 * block_q query rows (one block per consumer warpgroup); the dQ
     kernel's CTA block_q_dq rows, the dK/dV kernel's block_k_dkv keys. `steps` buffers are in
     flight per stream. `pingpong` orders the forward's two warpgroups (FlashAttention-3's
-    schedule barrier)."""
+    schedule barrier). Whether a kernel's buffers fit a CTA's shared memory depends on head_dim
+    too; it is checked when the kernel is traced (`_check_smem`)."""
 
     block_q: int = 64
     block_k: int = 128
@@ -344,6 +349,7 @@ def forward(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, *, 
         plgpu.Barrier(num_arrivals=2),
     )
     out_type = (kernel_output(q.shape, dtype, q), kernel_output((batch, heads, seq), jnp.float32, q))
+    _check_smem("forward", blocks, q, smem, barriers, reduces=True)
     launch = _launch(kernel, out_type, smem, barriers, (heads, seq // (2 * bq), batch), "q_seq", 2, interpret)
     return launch(q, k, v, bias2, row_hash)
 
@@ -361,6 +367,28 @@ def _launch(kernel, out_type, smem, barriers, grid, seq_axis: str, consumers: in
         compiler_params=plgpu.CompilerParams(approx_math=True),
         **({"interpret": _interpret_params(True)} if interpret else {}),
     )
+
+
+def _check_smem(name: str, blocks: MosaicBlockSizes, q, smem, barriers, *, reduces: bool):
+    """Refuse, before lowering, block sizes whose buffers do not fit a Hopper CTA's shared memory.
+
+    Counted as Pallas' lowering allocates it: every buffer from a 1 KiB boundary, the scratch of
+    cross-warp reductions (the forward's row max and sum), 8 bytes per mbarrier. Mosaic's own
+    check comes later, at lowering, and names no block size."""
+    total = 0
+    for ref in jax.tree.leaves(smem):
+        total = -(-total // SMEM_ALIGNMENT) * SMEM_ALIGNMENT + math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize
+    total = -(-total // SMEM_ALIGNMENT) * SMEM_ALIGNMENT
+    for barrier in barriers:  # num_barriers: an int, or a shape before JAX 0.11
+        count = barrier.num_barriers
+        total += MBARRIER_BYTES * (count if isinstance(count, int) else math.prod(count))
+    if reduces:
+        total += getattr(plgpu.CompilerParams(), "reduction_scratch_bytes", 0)
+    if total > SMEM_LIMIT:
+        raise ValueError(
+            f"{blocks} need {total} bytes of shared memory in the Mosaic GPU {name} kernel for head_dim="
+            f"{q.shape[-1]}; a Hopper CTA has {SMEM_LIMIT}: lower the steps or the tile sizes"
+        )
 
 
 # -- backward -----------------------------------------------------------------------------------
@@ -472,6 +500,7 @@ def _dq(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, de
         plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
     out_type = kernel_output(q.shape, dtype, q)
+    _check_smem("dQ", blocks, q, smem, barriers, reduces=False)
     launch = _launch(kernel, out_type, smem, barriers, (heads, seq // (wgs * bq), batch), "q_seq", wgs, interpret)
     return launch(q, k, v, bias2, row_hash, lse, delta, do)
 
@@ -589,6 +618,7 @@ def _dkv(m: TileMath, blocks: MosaicBlockSizes, q, k, v, bias2, row_hash, lse, d
         plgpu.Barrier(num_arrivals=wgs, num_barriers=steps),
     )
     out = kernel_output(k.shape, dtype, k)
+    _check_smem("dK/dV", blocks, q, smem, barriers, reduces=False)
     launch = _launch(kernel, (out, out), smem, barriers, (heads, seq // (wgs * bk), batch), "kv_seq", wgs, interpret)
     return launch(q, k, v, bias2, row_hash, lse, delta, do)
 
