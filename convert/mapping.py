@@ -201,17 +201,14 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         value = _stack(arrays, entry.to_flax, dtype) if entry.per_layer else entry.to_flax(cast(arrays[0]))
         _set(params, body_root + entry.flax, value)
 
-    head_entries = head_table(config, head)
-    head_found = [e for e in head_entries if e.hf in state_dict]
-    for entry in head_entries:
+    for entry in head_table(config, head):  # what the checkpoint lacks the caller initialises, as transformers
         if entry.hf not in state_dict:
             missing.append(entry.hf)
-    if len(head_found) == len(head_entries):  # a head is loaded whole or newly initialised whole
-        for entry in head_found:
-            array = state_dict[entry.hf]
-            _check_shape(entry.hf, array, entry.shape(config))
-            _set(params, entry.flax, entry.to_flax(cast(array)))
-            used.add(entry.hf)
+            continue
+        array = state_dict[entry.hf]
+        _check_shape(entry.hf, array, entry.shape(config))
+        _set(params, entry.flax, entry.to_flax(cast(array)))
+        used.add(entry.hf)
     if head == "double":  # summary_use_proj=False: a head with no weights, still a node of the tree
         params.setdefault("multiple_choice_head", {})
 

@@ -97,19 +97,20 @@ def load_params(
     if loaded.missing_keys:
         body = params.get("transformer", params)
         new_dtype = FLOAT_DTYPES[dtype] if dtype else body["tokens_embed"]["embedding"].dtype
-        params = _with_new_head(params, config, head, seed, new_dtype)
+        params = _with_new_head(params, config, head, seed, new_dtype, set(loaded.missing_keys))
     return params, config, loaded
 
 
-def _with_new_head(params: dict, config: OpenAIGPTConfig, head: str, seed: int, dtype) -> dict:
-    """Fill the head's params with transformers' init (normal(0, initializer_range), zero bias)."""
+def _with_new_head(params: dict, config: OpenAIGPTConfig, head: str, seed: int, dtype, missing: set) -> dict:
+    """Fill the head's `missing` params with transformers' init (normal(0, initializer_range), zero bias)."""
     import jax
 
     from gpt_flax.heads import init_head_params
 
     fresh = init_head_params(config, head, jax.random.key(seed), dtype)
     for entry in head_table(config, head):
-        _set(params, entry.flax, np.asarray(_get(fresh, entry.flax)))
+        if entry.hf in missing:
+            _set(params, entry.flax, np.asarray(_get(fresh, entry.flax)))
     return params
 
 

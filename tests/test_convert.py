@@ -213,6 +213,33 @@ def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path
     assert attn.shape[0] == 3 and np.array_equal(attn[1], expected["transformer.h.1.attn.c_attn.weight"])
 
 
+def test_a_head_the_checkpoint_holds_in_part_keeps_what_it_holds(tmp_path, torch_models):
+    """As transformers: a double-heads checkpoint without the summary's bias loads the summary's
+    weight and initialises only the bias (zeros), in from_pretrained and in `convert`."""
+    from safetensors.numpy import save_file
+
+    expected = torch_state(torch_models["double"])
+    src = save_hf(torch_models["double"], tmp_path / "src", "safetensors")
+    state = load_file(os.path.join(src, "model.safetensors"))
+    del state["multiple_choice_head.summary.bias"]
+    save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
+    ours, info = flax_class("double").from_pretrained(src, output_loading_info=True)
+    theirs, their_info = hf_class("double").from_pretrained(src, output_loading_info=True)
+    assert info["missing_keys"] == their_info["missing_keys"] == ["multiple_choice_head.summary.bias"]
+    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    summary = ours.params["multiple_choice_head"]["summary"]
+    assert np.array_equal(np.asarray(summary["kernel"]).T, expected["multiple_choice_head.summary.weight"])
+    assert not np.any(np.asarray(summary["bias"]))
+    np.testing.assert_allclose(
+        flax_outputs(ours, "double")["mc_logits"], torch_outputs(theirs, "double", ours.config)["mc_logits"], atol=1e-5
+    )
+
+    report = convert(src, tmp_path / "dst", head="double")
+    assert report.missing_keys == ["multiple_choice_head.summary.bias"]
+    converted = load_file(os.path.join(tmp_path / "dst", "flax_model.safetensors"))
+    assert np.array_equal(converted["multiple_choice_head/summary/kernel"].T, expected["multiple_choice_head.summary.weight"])
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
