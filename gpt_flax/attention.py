@@ -36,6 +36,14 @@ import jax.numpy as jnp
 # transformers' causal fill value (modeling_openai.Attention._attn): `w * b + -1e4 * (1 - b)`.
 CAUSAL_MASK_VALUE = -1e4
 
+def attended_keys(attention_mask):
+    """[B, S] bool: the keys transformers' additive mask `(1 - m) * finfo.min` leaves visible.
+
+    That is m >= 1 (the bias is 0, or positive): any float32 m below 1 has 1 - m >= 6e-8, a bias of
+    at least 6e-8 * finfo.min, about -2e31, so a fractional mask value pads its key as 0 does."""
+    return attention_mask.astype(jnp.float32) >= 1.0
+
+
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio, spreads consecutive key indices before mixing
 
 
@@ -182,7 +190,8 @@ def cudnn_attention(
     def cudnn(q, k, v):
         mask = None
         if attention_mask is not None:  # [B, 1, T, S] bool, True = attend
-            mask = jnp.broadcast_to((attention_mask != 0)[:, None, None, :], (q.shape[0], 1, q.shape[1], k.shape[1]))
+            mask = attended_keys(attention_mask)[:, None, None, :]
+            mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
         if head_mask is not None:
             out = out * head_mask.astype(out.dtype)[None, None, :, None]

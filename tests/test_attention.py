@@ -145,3 +145,15 @@ def test_runs_under_shard_map(impl):
         )
     )(q)
     np.testing.assert_allclose(grads, jax.grad(lambda q: jnp.sum(xla_attention(q, k, v)[0]))(q), atol=1e-5)
+
+
+def test_a_fractional_mask_value_pads_its_key_in_every_impl():
+    """transformers adds (1 - m) * finfo.min: a key with 0 < m < 1 is padding, as with m = 0. Query 0
+    of row 0 then sees no unpadded key (the kernels' special case); row 1 has one inside."""
+    mask = jnp.asarray([[0.5] + [1] * (T - 1), [1, 0.25] + [1] * (T - 2)], jnp.float32)
+    as_zeros = jnp.where(mask < 1, 0.0, mask)
+    ref, _ = xla_attention(*qkv(), attention_mask=mask)
+    np.testing.assert_array_equal(ref, xla_attention(*qkv(), attention_mask=as_zeros)[0])
+    for impl in ("pallas", "cudnn"):
+        out, _ = attention(*qkv(), impl=impl, attention_mask=mask)
+        np.testing.assert_allclose(out, ref, atol=1e-5, err_msg=impl)

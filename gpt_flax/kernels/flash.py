@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gpt_flax.attention import CAUSAL_MASK_VALUE, causal_mask, dropout_keep, dropout_row_hash
+from gpt_flax.attention import CAUSAL_MASK_VALUE, attended_keys, causal_mask, dropout_keep, dropout_row_hash
 from gpt_flax.kernels import flash_gpu, flash_mgpu, flash_tpu
 from gpt_flax.kernels.common import TileMath, vary_like
 
@@ -374,7 +374,7 @@ def _unseeing_rows(out, v, attention_mask, row_hash, hm, math_: TileMath):
     left-padded rows have such queries; other batches skip this (a `lax.cond`).
     """
     batch, seq, heads, _ = v.shape
-    real = attention_mask != 0  # [B, S]
+    real = attended_keys(attention_mask)  # [B, S]
     any_real = jnp.any(real, axis=1)
     first = jnp.where(any_real, jnp.argmax(real, axis=1), seq)  # [B]
     keys = jnp.where(any_real[:, None], real, True).astype(jnp.float32)
