@@ -36,6 +36,7 @@ import jax.numpy as jnp
 # transformers' causal fill value (modeling_openai.Attention._attn): `w * b + -1e4 * (1 - b)`.
 CAUSAL_MASK_VALUE = -1e4
 
+
 def attended_keys(attention_mask):
     """[B, S] bool: the keys transformers' additive mask `(1 - m) * finfo.min` leaves visible.
 
