@@ -38,6 +38,12 @@ FLOAT_FIELDS = (
 )  # fmt: skip
 
 
+BOOL_FIELDS = (
+    "summary_use_proj", "summary_proj_to_labels", "output_attentions", "output_hidden_states", "return_dict",
+    "tie_word_embeddings",
+)  # fmt: skip
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -72,6 +78,12 @@ class OpenAIGPTConfig:
     eos_token_id: int | None = None
     problem_type: str | None = None
     attention_impl: str = "auto"
+    # PretrainedConfig's defaults for what a forward returns, used when a call passes None.
+    output_attentions: bool = False
+    output_hidden_states: bool = False
+    return_dict: bool = True
+    # The LM head is the token table transposed; transformers can untie it, these models cannot.
+    tie_word_embeddings: bool = True
     # Keys of a config.json that this class does not model (architectures, ...), written back as read.
     extra: dict | None = None
 
@@ -102,7 +114,7 @@ class OpenAIGPTConfig:
                 object.__setattr__(self, name, int(value))
             elif isinstance(value, (list, tuple)) and all(_is_token_id(v) for v in value):
                 object.__setattr__(self, name, [int(v) for v in value])
-        for name in ("summary_use_proj", "summary_proj_to_labels"):  # transformers takes 0 / 1 as well
+        for name in BOOL_FIELDS:  # transformers takes 0 / 1 as well
             if getattr(self, name) in (0, 1) and not isinstance(getattr(self, name), float):
                 object.__setattr__(self, name, bool(getattr(self, name)))
         for name in FLOAT_FIELDS:
@@ -146,7 +158,7 @@ class OpenAIGPTConfig:
                 ok = all(_is_token_id(v) for v in value)
             if not ok:
                 raise ValueError(f"OpenAIGPTConfig.{name} must be an integer token id or None, got {value!r}")
-        for name in ("summary_use_proj", "summary_proj_to_labels"):
+        for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"OpenAIGPTConfig.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
@@ -162,6 +174,10 @@ class OpenAIGPTConfig:
     @property
     def label2id(self) -> dict:
         return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def use_return_dict(self) -> bool:
+        return self.return_dict
 
     # transformers' attribute_map aliases
     @property
@@ -193,8 +209,18 @@ class OpenAIGPTConfig:
         return isinstance(other, OpenAIGPTConfig) and self._key() == other._key()
 
     def replace(self, **changes) -> OpenAIGPTConfig:
+        """A copy with `changes`, as transformers' config keyword arguments: label2id gives id2label,
+        keys this class does not model go to `extra` (and so to config.json)."""
+        if "label2id" in changes:
+            label2id = changes.pop("label2id")
+            if "id2label" not in changes and label2id is not None:
+                changes["id2label"] = {v: k for k, v in dict(label2id).items()}
         if "id2label" in changes and "num_labels" not in changes:
             changes["num_labels"] = None  # follow the new id2label
+        names = {f.name for f in dataclasses.fields(self)} - {"extra"}
+        extra = {k: changes.pop(k) for k in list(changes) if k not in names and k != "extra"}
+        if extra:
+            changes["extra"] = {**changes.get("extra", self.extra), **extra}
         return dataclasses.replace(self, **changes)
 
     # -- config.json I/O --------------------------------------------------------------------

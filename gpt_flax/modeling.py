@@ -56,10 +56,14 @@ class OpenAIGPTModule(nn.Module):
         mc_token_ids=None,
         mc_labels=None,
         deterministic: bool = True,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ):
+        """transformers' forward; a flag left None takes the config's value, as there."""
+        output_attentions, output_hidden_states, return_dict = _flags(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         params = self._declare_params()
         rng = None if deterministic else self.make_rng("dropout")
         inputs = {
@@ -93,6 +97,15 @@ class OpenAIGPTModule(nn.Module):
         }
         out = FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
         return out if return_dict else out.to_tuple()
+
+
+def _flags(config: OpenAIGPTConfig, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+    """The three output flags of a call, None meaning the config's (transformers' rule)."""
+    return (
+        config.output_attentions if output_attentions is None else bool(output_attentions),
+        config.output_hidden_states if output_hidden_states is None else bool(output_hidden_states),
+        config.use_return_dict if return_dict is None else bool(return_dict),
+    )
 
 
 @partial(jax.jit, static_argnames=("module", "train", "output_attentions", "output_hidden_states", "return_dict"))
@@ -137,6 +150,11 @@ class FlaxOpenAIGPTPreTrainedModel:
     def _adapt_config(cls, config: OpenAIGPTConfig) -> OpenAIGPTConfig:
         if not isinstance(config, OpenAIGPTConfig):
             raise TypeError(f"config must be an OpenAIGPTConfig, got {type(config).__name__}")
+        if cls.head in ("lm", "double") and not config.tie_word_embeddings:
+            raise ValueError(
+                f"{cls.__name__} ties its LM head to tokens_embed (as the released model and transformers' "
+                "default do); a config with tie_word_embeddings=False, a separate lm_head, is not supported"
+            )
         return config
 
     def init_weights(self, rng) -> dict:
@@ -196,9 +214,7 @@ class FlaxOpenAIGPTPreTrainedModel:
             inputs,
             dropout_rng if train else None,
             bool(train),
-            bool(output_attentions),
-            bool(output_hidden_states),
-            True if return_dict is None else bool(return_dict),
+            *_flags(self.config, output_attentions, output_hidden_states, return_dict),
         )
 
     # Subclasses define __call__ with their head's arguments; this is the base model's.
@@ -210,9 +226,9 @@ class FlaxOpenAIGPTPreTrainedModel:
         position_ids=None,
         head_mask=None,
         inputs_embeds=None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool | None = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
@@ -359,9 +375,9 @@ class _LabelledModel(FlaxOpenAIGPTPreTrainedModel):
         head_mask=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool | None = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         params: dict | None = None,
         train: bool = False,
         dropout_rng=None,
@@ -397,9 +413,9 @@ class FlaxOpenAIGPTDoubleHeadsModel(GenerationMixin, FlaxOpenAIGPTPreTrainedMode
         mc_token_ids=None,
         labels=None,
         mc_labels=None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool | None = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         params: dict | None = None,
         train: bool = False,
         dropout_rng=None,

@@ -531,3 +531,38 @@ def test_resize_token_embeddings_shrinks_and_rejects_bad_sizes():
         model.resize_token_embeddings(0)
     model.resize_token_embeddings(np.int64(28))  # e.g. len(tokenizer) read back from numpy
     assert model.config.vocab_size == 28 and isinstance(model.config.vocab_size, int)
+
+
+def test_output_flags_left_none_take_the_configs_as_in_transformers(tmp_path):
+    """output_attentions / output_hidden_states / return_dict from from_pretrained's keywords or from
+    config.json are what a call leaving them None returns, in the class and in module.apply; a
+    flag the call passes wins."""
+    from transformers import OpenAIGPTLMHeadModel
+
+    model = CLASSES["lm"](small_config())
+    model.save_pretrained(tmp_path, format="hf")
+    inputs = make_inputs("lm", model.config, labels=True)
+    flags = {"output_attentions": True, "output_hidden_states": True}
+    ours = CLASSES["lm"].from_pretrained(tmp_path, **flags)
+    theirs = OpenAIGPTLMHeadModel.from_pretrained(tmp_path, **flags).eval()
+    a, b = run_both(ours, theirs, inputs)
+    assert b.attentions is not None and b.hidden_states is not None
+    assert_outputs_close(a, b)
+    assert ours(**inputs, output_attentions=False).attentions is None
+    assert ours.module.apply({"params": ours.params}, **inputs).hidden_states is not None
+
+    ours.config.replace(return_dict=False).save_pretrained(tmp_path)  # the flags in config.json
+    ours, theirs = CLASSES["lm"].from_pretrained(tmp_path), OpenAIGPTLMHeadModel.from_pretrained(tmp_path).eval()
+    a, b = run_both(ours, theirs, inputs)
+    assert isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) == 4  # loss, logits, hidden, attentions
+    np.testing.assert_allclose(np.asarray(a[1]), n(b[1]), atol=ATOL)
+    assert len(a[3]) == len(b[3]) == model.config.n_layer
+    assert not isinstance(ours(**inputs, return_dict=True), tuple)
+
+
+def test_an_untied_lm_head_is_refused_by_the_lm_heads():
+    config = small_config(tie_word_embeddings=False)
+    for head in ("lm", "double"):
+        with pytest.raises(ValueError, match="tie_word_embeddings=False, a separate lm_head, is not supported"):
+            CLASSES[head](config)
+    CLASSES["cls"](config)  # no LM head: nothing to tie
