@@ -150,11 +150,13 @@ def save_params(
     bin: bool = False,
     overwrite: bool = True,
     on_write: Callable | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Save a param tree (JAX or numpy leaves) as a checkpoint directory, atomically.
 
     `format` "flax" (ours) or "hf" (transformers'); `dtype` casts floating weights (float32,
-    bfloat16, float16; None keeps them); `bin` also writes pytorch_model.bin (hf only).
+    bfloat16, float16; None keeps them); `bin` also writes pytorch_model.bin (hf only);
+    `extra_files` (name -> text) go in beside the weights.
     """
     if format not in ("flax", "hf"):
         raise ValueError(f"format must be 'flax' or 'hf', got {format!r}")
@@ -166,8 +168,15 @@ def save_params(
     host = _map_tree(lambda x: _cast(np.asarray(x), cast), params)
     with atomic_directory(dst, overwrite) as tmp:
         if format == "flax":
-            return write_flax(tmp, host, config, head, on_write)
-        return write_hf(tmp, flax_to_hf(host, config, head), config, head, bin=bin, on_write=on_write)
+            written = write_flax(tmp, host, config, head, on_write)
+        else:
+            written = write_hf(tmp, flax_to_hf(host, config, head), config, head, bin=bin, on_write=on_write)
+        for name, text in (extra_files or {}).items():
+            data = text.encode("utf-8")
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+            written[name] = len(data)
+        return written
 
 
 def _cast(x: np.ndarray, dtype) -> np.ndarray:

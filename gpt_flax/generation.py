@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import math
 import os
@@ -627,8 +628,55 @@ def _resolve_sampler(do_sample, temperature, top_k, top_p):
     return sampler, float(temperature), float(top_p if top_p is not None else 1.0)
 
 
+GENERATION_CONFIG_NAME = "generation_config.json"
+# generate's arguments that a generation_config.json (transformers' GenerationConfig) may default.
+GENERATION_KEYS = (
+    "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "pad_token_id",
+    "num_return_sequences",
+)  # fmt: skip
+# Keys that describe the file, and GenerationConfig's values of options generate lacks that change nothing.
+_FILE_METADATA = frozenset(("bos_token_id", "decoder_start_token_id", "transformers_version", "_from_model_config"))
+_NO_EFFECT = {
+    "num_beams": 1, "num_beam_groups": 1, "repetition_penalty": 1.0, "min_length": 0, "min_new_tokens": None,
+    "no_repeat_ngram_size": 0, "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+    "diversity_penalty": 0.0, "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "use_cache": True,
+    "early_stopping": False, "min_p": None, "bad_words_ids": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "output_scores": False, "return_dict_in_generate": False,
+}  # fmt: skip
+
+
+def read_generation_config(directory) -> dict:
+    """A checkpoint's generation_config.json as a dict ({} when it has none), as transformers'
+    `GenerationConfig.from_pretrained`; options it sets that `generate` lacks are named in a warning."""
+    path = os.path.join(directory, GENERATION_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
+    ignored = {
+        k: v
+        for k, v in config.items()
+        if k not in GENERATION_KEYS and k not in _FILE_METADATA and v is not None and v is not False
+        if k not in _NO_EFFECT or _NO_EFFECT[k] != v
+    }
+    if ignored:
+        logger.warning("%s sets %s, which gpt-flax's generate does not implement: ignored", path, ignored)
+    return config
+
+
 class GenerationMixin:
-    """`generate` for the models with an LM head (their params hold `transformer`)."""
+    """`generate` for the models with an LM head (their params hold `transformer`).
+
+    `generation_config` (a dict: the checkpoint's generation_config.json, {} without one) holds
+    defaults for generate's arguments, as transformers' model.generation_config: an argument left
+    None takes the file's value, then generate's own default."""
+
+    generation_config: dict
 
     def generate(
         self,
@@ -636,13 +684,13 @@ class GenerationMixin:
         attention_mask=None,
         max_new_tokens: int | None = None,
         max_length: int | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         eos_token_id: int | Sequence[int] | None = None,
         pad_token_id: int | None = None,
-        num_return_sequences: int = 1,
+        num_return_sequences: int | None = None,
         prng_key=None,
         *,
         params: dict | None = None,
@@ -650,21 +698,27 @@ class GenerationMixin:
     ) -> np.ndarray:
         """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
         params = self.params if params is None else params
+        given = {
+            "max_new_tokens": max_new_tokens,
+            "max_length": max_length,
+            "do_sample": do_sample,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "eos_token_id": eos_token_id,
+            "pad_token_id": pad_token_id,
+            "num_return_sequences": num_return_sequences,
+        }
+        defaults = getattr(self, "generation_config", None) or {}
+        options = {k: defaults[k] for k in GENERATION_KEYS if defaults.get(k) is not None}
+        options.update({k: v for k, v in given.items() if v is not None})
         return generate(
             params["transformer"],
             self.config,
             input_ids,
             attention_mask,
-            max_new_tokens,
-            max_length,
-            do_sample,
-            temperature,
-            top_k,
-            top_p,
-            eos_token_id,
-            pad_token_id,
-            num_return_sequences,
-            prng_key,
+            prng_key=prng_key,
             streamer=streamer,
             dtype=self.dtype,
+            **options,
         )

@@ -173,24 +173,10 @@ def _body(params, config, inputs, *, rng, output_attentions, output_hidden_state
     )
 
 
-def forward_base(params, config, inputs, *, rng=None, flags) -> FlaxBaseModelOutput:
-    out = _body(params, config, inputs, rng=rng, **flags)
-    return FlaxBaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
-
-
-def forward_lm(params, config, inputs, labels=None, *, rng=None, flags) -> FlaxCausalLMOutput:
-    out = _body(params["transformer"], config, inputs, rng=rng, **flags)
-    logits = lm_logits(params["transformer"], out.last_hidden_state)
-    loss = causal_lm_loss(logits, labels) if labels is not None else None
-    return FlaxCausalLMOutput(loss, logits, out.hidden_states, out.attentions)
-
-
-def forward_double(
-    params, config, inputs, labels=None, mc_token_ids=None, mc_labels=None, *, rng=None, flags
-) -> FlaxOpenAIGPTDoubleHeadsModelOutput:
-    """inputs are [B, C, T] (or [B, C, T, D] embeddings); the transformer runs on [B * C, T]."""
+def _flat_inputs(inputs: dict) -> tuple[tuple, dict]:
+    """Inputs [..., T] (embeddings [..., T, D]) -> (their leading shape, the inputs on [rows, T]), as
+    transformers' `input_ids.view(-1, T)`; the transformer runs on rows. Masks come in full shape."""
     ref = inputs["input_ids"] if inputs["input_ids"] is not None else inputs["inputs_embeds"][..., 0]
-    lead = ref.shape[:-1]  # [B, C]
     flat = {}
     for name, value in inputs.items():
         if value is None or name == "head_mask":
@@ -198,10 +184,41 @@ def forward_double(
         elif name == "inputs_embeds":
             flat[name] = value.reshape((-1,) + value.shape[-2:])
         else:
-            flat[name] = value.reshape((-1, value.shape[-1])) if value.ndim > 2 else value
+            flat[name] = value.reshape((-1, value.shape[-1])) if value.ndim != 2 else value
+    return ref.shape[:-1], flat
+
+
+def _unflat_hidden(out, lead: tuple):
+    """The final hidden state back in the inputs' leading shape [..., T, D], and the hidden-states
+    tuple with it last: transformers reshapes only the final one (the others stay [rows, T, D])."""
+    hidden = out.last_hidden_state.reshape(lead + out.last_hidden_state.shape[-2:])
+    hidden_states = out.hidden_states[:-1] + (hidden,) if out.hidden_states is not None else None
+    return hidden, hidden_states
+
+
+def forward_base(params, config, inputs, *, rng=None, flags) -> FlaxBaseModelOutput:
+    lead, flat = _flat_inputs(inputs)
+    out = _body(params, config, flat, rng=rng, **flags)
+    return FlaxBaseModelOutput(*_unflat_hidden(out, lead), out.attentions)
+
+
+def forward_lm(params, config, inputs, labels=None, *, rng=None, flags) -> FlaxCausalLMOutput:
+    lead, flat = _flat_inputs(inputs)
+    out = _body(params["transformer"], config, flat, rng=rng, **flags)
+    hidden, hidden_states = _unflat_hidden(out, lead)
+    logits = lm_logits(params["transformer"], hidden)
+    loss = causal_lm_loss(logits, labels) if labels is not None else None
+    return FlaxCausalLMOutput(loss, logits, hidden_states, out.attentions)
+
+
+def forward_double(
+    params, config, inputs, labels=None, mc_token_ids=None, mc_labels=None, *, rng=None, flags
+) -> FlaxOpenAIGPTDoubleHeadsModelOutput:
+    """inputs are [B, C, T] (or [B, C, T, D] embeddings); the transformer runs on [B * C, T]."""
+    lead, flat = _flat_inputs(inputs)
     body_rng, head_rng = jax.random.split(rng) if rng is not None else (None, None)
     out = _body(params["transformer"], config, flat, rng=body_rng, **flags)
-    hidden = out.last_hidden_state.reshape(lead + out.last_hidden_state.shape[-2:])  # [B, C, T, D]
+    hidden, hidden_states = _unflat_hidden(out, lead)  # [B, C, T, D]
     logits = lm_logits(params["transformer"], hidden)
     mc_logits = sequence_summary(params["multiple_choice_head"], config, hidden, mc_token_ids, head_rng)
     if mc_logits.shape[-1] == 1:
@@ -210,8 +227,6 @@ def forward_double(
     if mc_labels is not None:
         mc_loss = cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1))
     loss = causal_lm_loss(logits, labels) if labels is not None else None
-    # transformers reshapes only the final hidden state back to [B, C, T, D].
-    hidden_states = out.hidden_states[:-1] + (hidden,) if out.hidden_states is not None else None
     return FlaxOpenAIGPTDoubleHeadsModelOutput(loss, mc_loss, logits, mc_logits, hidden_states, out.attentions)
 
 

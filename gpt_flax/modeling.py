@@ -12,6 +12,7 @@ repeated calls with the same shapes do not recompile.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from typing import Any
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt_flax.config import OpenAIGPTConfig
-from gpt_flax.generation import GenerationMixin
+from gpt_flax.generation import GENERATION_CONFIG_NAME, GenerationMixin, read_generation_config
 from gpt_flax.heads import FORWARDS, init_params
 from gpt_flax.validation import as_array, validate_inputs
 
@@ -87,8 +88,9 @@ class OpenAIGPTModule(nn.Module):
         validate_inputs(self.config, self.head, {**inputs, **head_inputs})
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         shape = tuple(ids.shape) if ids is not None else tuple(inputs["inputs_embeds"].shape[:-1])
-        if mask is not None and tuple(mask.shape) == (1, shape[-1]) != shape:  # one mask row for every sequence
-            inputs["attention_mask"] = jnp.broadcast_to(mask, shape)
+        if mask is not None and tuple(mask.shape) != shape:  # [rows, T] as the inputs, or one row for all
+            full = mask.size == np.prod(shape)
+            inputs["attention_mask"] = mask.reshape(shape) if full else jnp.broadcast_to(mask.reshape(shape[-1]), shape)
         flags = {
             "output_attentions": output_attentions,
             "output_hidden_states": output_hidden_states,
@@ -143,6 +145,7 @@ class FlaxOpenAIGPTPreTrainedModel:
         self.dtype = dtype
         self.module = OpenAIGPTModule(config, self.head, dtype, param_dtype, gradient_checkpointing)
         self._params = None
+        self.generation_config = {}  # generation_config.json's defaults for `generate` (LM heads)
         if _do_init:
             self._params = self.init_weights(jax.random.key(seed))
 
@@ -291,6 +294,8 @@ class FlaxOpenAIGPTPreTrainedModel:
                 "lm_head.weight in %s differs from tokens_embed.weight; the head is tied, so it was ignored",
                 path_or_hub_id,
             )
+        if isinstance(model, GenerationMixin):
+            model.generation_config = read_generation_config(checkpoint.directory)
         model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
         return (model, model.loading_info) if output_loading_info else model
 
@@ -299,12 +304,18 @@ class FlaxOpenAIGPTPreTrainedModel:
 
         format "flax": config.json + flax_model.safetensors (the param tree under '/'-joined paths).
         format "hf": transformers' config.json + model.safetensors (+ pytorch_model.bin if `bin`),
-        which transformers' `from_pretrained` loads into the matching class. `dtype` casts floating
+        which transformers' `from_pretrained` loads into the matching class. Either way a
+        `generation_config` read with the checkpoint goes back as generation_config.json. `dtype` casts floating
         weights ("float32", "bfloat16", "float16"). Returns {file name: bytes written}.
         """
         from convert.writers import save_params
 
-        return save_params(directory, self.params, self.config, self.head, format=format, dtype=dtype, bin=bin)
+        files = {}
+        if self.generation_config:  # written back as read, as transformers' save_pretrained does
+            files[GENERATION_CONFIG_NAME] = json.dumps(self.generation_config, indent=2, sort_keys=True) + "\n"
+        return save_params(
+            directory, self.params, self.config, self.head, format=format, dtype=dtype, bin=bin, extra_files=files
+        )
 
 
 def _new_embedding_rows(old, added: int, mean_resizing: bool, config: OpenAIGPTConfig, seed: int):

@@ -11,10 +11,13 @@ arguments are `generate`'s, plus `return_full_text` (default True: the prompt, a
 continuation), `return_tensors` (token ids instead of text) and `seed` (an int for `prng_key`).
 
 Defaults, as transformers 4.56.2 sets them: the pipeline's own (256 new tokens, sampling at
-temperature 0.7 with GenerationConfig's top_k=50), then the model config's
+temperature 0.7 with GenerationConfig's top_k=50), then the model's generation_config.json where
+those are GenerationConfig's global defaults (a max_length there other than 20 replaces the
+default 256 new tokens), then the model config's
 `task_specific_params["text-generation"]` (openai-gpt's: do_sample=True, max_length=50; the default
 max_new_tokens still wins over that max_length, as in transformers), then the pipeline's keyword
-arguments, then the call's. Two differences, both where transformers fails the user: a max_length
+arguments, then the call's; the tokenizer's pad token fills stopped rows when neither config
+names a pad_token_id. Two differences, both where transformers fails the user: a max_length
 given without max_new_tokens (to `pipeline` or to the call) is honoured, where transformers warns
 and still generates 256 new tokens; and the default 256 stops at n_positions, where transformers
 runs past the position table and fails.
@@ -30,6 +33,11 @@ import numpy as np
 TASK = "text-generation"
 # transformers' TextGenerationPipeline._default_generation_config, with GenerationConfig's top_k.
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_k": 50}
+# GenerationConfig()'s values of generate's options.
+GLOBAL_DEFAULTS = {
+    "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+    "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1,
+}  # fmt: skip
 GENERATE_OPTIONS = frozenset(
     (
         "max_new_tokens",
@@ -57,8 +65,25 @@ class TextGenerationPipeline:
         self.model = model
         self.tokenizer = tokenizer
         _check_options(defaults)
+        # transformers' order (Pipeline.__init__, `_prepare_generation_config(use_model_defaults=True)`):
+        # the model's generation_config.json fills what the pipeline's defaults leave at
+        # GenerationConfig's global defaults (so not max_new_tokens, do_sample, temperature), and a
+        # max_length from it other than 20 displaces the default 256 new tokens.
+        base = dict(PIPELINE_DEFAULTS)
+        for key, value in (getattr(model, "generation_config", None) or {}).items():
+            if key in GLOBAL_DEFAULTS and base.get(key, GLOBAL_DEFAULTS[key]) == GLOBAL_DEFAULTS[key] != value:
+                base[key] = value
+        if base.get("max_new_tokens") == PIPELINE_DEFAULTS["max_new_tokens"] and base.get("max_length", 20) != 20:
+            del base["max_new_tokens"]
         task_params = (model.config.extra or {}).get("task_specific_params") or {}
-        self.task_defaults = {**PIPELINE_DEFAULTS, **(task_params.get(TASK) or {})}
+        self.task_defaults = {**base, **(task_params.get(TASK) or {})}
+        tokenizer_pad = getattr(tokenizer, "pad_token_id", None)
+        if (
+            self.task_defaults.get("pad_token_id") is None
+            and model.config.pad_token_id is None
+            and tokenizer_pad is not None
+        ):
+            self.task_defaults["pad_token_id"] = tokenizer_pad
         self.defaults = defaults
 
     def __call__(self, text_inputs: str | list, **kwargs: Any):
@@ -82,7 +107,7 @@ class TextGenerationPipeline:
                 raise ValueError(f"seed must be an int, got {seed!r}")
             options.setdefault("prng_key", int(seed))
         ids, mask = self._encode(texts)
-        if "max_new_tokens" not in given:
+        if "max_new_tokens" not in given and "max_new_tokens" in options:
             if "max_length" in given:
                 del options["max_new_tokens"]  # the user's max_length counts (transformers would ignore it)
             else:  # the default 256 new tokens, as far as the position table goes

@@ -73,20 +73,23 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
             "pass exactly one of input_ids and inputs_embeds"
             + (" (both were given)" if ids is not None else " (neither was given)")
         )
-    rank = 3 if head == "double" else 2
-    dims = "[batch, choices, seq_len]" if head == "double" else "[batch, seq_len]"
+    # transformers' base and LM models view any [..., T] as [-1, T] (and give [..., T, D] back); the
+    # double-heads model needs [B, C, T], the classifier [B, T].
+    rank = {"double": 3, "cls": 2}.get(head)
+    dims = {"double": "[batch, choices, seq_len]", "cls": "[batch, seq_len]"}.get(head, "[..., seq_len]")
     if ids is not None:
-        if ids.ndim != rank:
+        if ids.ndim != rank if rank else ids.ndim < 1:
             raise ValueError(f"input_ids must be {dims}, got shape {tuple(ids.shape)}")
         _check_int("input_ids", ids)
         _check_range("input_ids", ids, 0, config.vocab_size)
         shape = tuple(ids.shape)
     else:
-        if embeds.ndim != rank + 1 or embeds.shape[-1] != config.n_embd:
+        if (embeds.ndim != rank + 1 if rank else embeds.ndim < 2) or embeds.shape[-1] != config.n_embd:
             raise ValueError(
                 f"inputs_embeds must be {dims[:-1]}, n_embd={config.n_embd}], got shape {tuple(embeds.shape)}"
             )
         shape = tuple(embeds.shape[:-1])
+    rank = len(shape)
     seq_len = shape[-1]
     if seq_len > config.n_positions:
         raise ValueError(

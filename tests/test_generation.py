@@ -542,3 +542,53 @@ def test_generates_the_same_with_x64_enabled(small, decode_path):
     expected = model.generate(ids, max_new_tokens=8)
     with jax.enable_x64(True):
         np.testing.assert_array_equal(model.generate(ids, max_new_tokens=8), expected)
+
+
+def test_generation_config_json_gives_generate_and_pipeline_defaults(model_dir, tmp_path, caplog):
+    """As transformers: a checkpoint's generation_config.json defaults generate's arguments (a call's
+    own win) and goes back out with save_pretrained; the pipeline puts it between its own defaults
+    and task_specific_params (a max_length there displaces the default 256 new tokens), and takes
+    the tokenizer's pad token when no config names one. Options generate lacks are named."""
+    import json
+
+    from gpt_flax import OpenAIGPTTokenizer
+
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    ids = np.asarray([[10, 20, 30]])
+    eos = int(hf_generate(theirs, ids, max_new_tokens=12)[0, 3 + 4])  # the fifth new token
+    theirs.generation_config = transformers.GenerationConfig(eos_token_id=eos, max_new_tokens=12)
+    theirs.save_pretrained(directory)
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        expected = theirs.generate(torch.tensor(ids)).numpy()
+    np.testing.assert_array_equal(ours.generate(ids), expected)
+    assert expected.shape[1] <= 3 + 5  # it stopped at the file's eos
+    assert ours.generate(ids, max_new_tokens=2, eos_token_id=[]).shape[1] == 5
+    ours.save_pretrained(tmp_path / "saved")
+    with open(tmp_path / "saved" / "generation_config.json") as f, open(directory / "generation_config.json") as g:
+        assert json.load(f) == json.load(g)
+
+    theirs.generation_config = transformers.GenerationConfig(max_length=30, do_sample=True, temperature=0.5, top_k=7)
+    theirs.save_pretrained(directory)
+    tokenizer = OpenAIGPTTokenizer.from_pretrained(directory)
+    tokenizer.pad_token = tokenizer.unk_token
+    their_tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    their_tokenizer.pad_token = their_tokenizer.unk_token
+    ours = pipeline("text-generation", model=str(directory), tokenizer=tokenizer)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(directory),
+        tokenizer=their_tokenizer,
+    )
+    names = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "pad_token_id")
+    assert {k: ours.task_defaults.get(k) for k in names} == {k: getattr(theirs.generation_config, k) for k in names}
+    assert ours.task_defaults["pad_token_id"] == tokenizer.unk_token_id
+
+    with open(directory / "generation_config.json", "w") as f:
+        json.dump({"repetition_penalty": 1.3, "num_beams": 1, "transformers_version": "4.56.2"}, f)
+    with caplog.at_level("WARNING", logger="gpt_flax"):
+        FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    assert "sets {'repetition_penalty': 1.3}, which gpt-flax's generate does not implement" in caplog.text

@@ -285,7 +285,9 @@ def test_every_summary_activation_is_transformers_get_activation():
     x = np.linspace(-12.0, 12.0, 4001, dtype=np.float32)
     for name in NAMES:
         expected = get_activation(name)(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(np.asarray(SUMMARY_ACTIVATIONS[name](jnp.asarray(x))), expected, atol=3e-6, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(SUMMARY_ACTIVATIONS[name](jnp.asarray(x))), expected, atol=3e-6, err_msg=name
+        )
     # and one of them through the whole double-heads model, gradients included
     config = small_config(summary_activation="quick_gelu", summary_last_dropout=0.0)
     model, tm = flax_and_torch("double", config)
@@ -304,8 +306,15 @@ def test_double_heads_default_mc_token_ids_is_last_token():
 
 @pytest.mark.parametrize(
     "num_labels,problem_type",
-    [(1, None), (3, None), (1, "regression"), (3, "regression"), (3, "single_label_classification"),
-     (4, "multi_label_classification"), (3, "multi_label_classification")],
+    [
+        (1, None),
+        (3, None),
+        (1, "regression"),
+        (3, "regression"),
+        (3, "single_label_classification"),
+        (4, "multi_label_classification"),
+        (3, "multi_label_classification"),
+    ],
 )
 def test_sequence_classification_losses(num_labels, problem_type):
     config = small_config(pad_token_id=0, num_labels=num_labels, problem_type=problem_type)
@@ -478,9 +487,11 @@ def test_gradient_checkpointing_same_gradients():
 
 def test_layers_are_one_scanned_block():
     model = FlaxOpenAIGPTModel(small_config(n_layer=4))
-    text = jax.jit(lambda p, x: model.module.apply({"params": p}, x)).lower(
-        model.params, jnp.zeros((1, 5), jnp.int32)
-    ).as_text()
+    text = (
+        jax.jit(lambda p, x: model.module.apply({"params": p}, x))
+        .lower(model.params, jnp.zeros((1, 5), jnp.int32))
+        .as_text()
+    )
     assert "while" in text  # lax.scan lowers to one loop over stacked layers
     assert model.params["h"]["attn"]["c_attn"]["kernel"].shape == (4, 24, 72)
 
@@ -566,3 +577,30 @@ def test_an_untied_lm_head_is_refused_by_the_lm_heads():
         with pytest.raises(ValueError, match="tie_word_embeddings=False, a separate lm_head, is not supported"):
             CLASSES[head](config)
     CLASSES["cls"](config)  # no LM head: nothing to tie
+
+
+@pytest.mark.parametrize("head", ["base", "lm"])
+def test_any_leading_shape_is_viewed_as_rows_as_in_transformers(head):
+    """transformers' base and LM models take input_ids [T] or [B, C, T] (viewed as [-1, T]): the
+    final hidden state and the logits come back in the inputs' shape, the other hidden states and
+    the attentions per row; masks [1, T] or [rows, T]."""
+    config = small_config()
+    model, tm = flax_and_torch(head, config)
+    rs = np.random.RandomState(3)
+    ids_3d = rs.randint(0, config.vocab_size, (2, 3, 5))
+    mask_rows = np.ones((6, 5), np.float32)
+    mask_rows[1, :2] = 0.0
+    cases = [
+        {"input_ids": ids_3d[0, 0], "attention_mask": np.asarray([[0, 1, 1, 1, 1]], np.float32)},
+        {"input_ids": ids_3d, "attention_mask": mask_rows, "token_type_ids": ids_3d[0, 0]},
+    ]
+    for inputs in cases:
+        if head == "lm":
+            inputs["labels"] = inputs["input_ids"]
+        flags = {"output_hidden_states": True, "output_attentions": True}
+        ours = model(**inputs, **flags)
+        with torch.no_grad():
+            theirs = tm(**{k: t(v) for k, v in inputs.items()}, **flags)
+        assert_outputs_close(ours, theirs)
+    with pytest.raises(ValueError, match=r"input_ids must be \[\.\.\., seq_len\], got shape \(\)"):
+        model(np.int32(3))
