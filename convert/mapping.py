@@ -3,7 +3,8 @@
 HF state-dict keys (transformers `modeling_openai`) map to paths in our param tree. Per-layer
 tensors `h.{i}.<name>` are stacked on a leading [L] axis under `h/<path>`. transformers' `Conv1D`
 weights are [in, out] like a Flax kernel (no transpose); its `nn.Linear` heads are [out, in]
-(transposed). `lm_head.weight` is tied to `tokens_embed.weight` and is never stored here.
+(transposed). `lm_head.weight` is tied to `tokens_embed.weight` and not stored here, unless the
+config unties it (`tie_word_embeddings=False`): then it is the head's `lm_head/kernel` [D, V].
 
 Run forwards (`hf_to_flax`) to load a checkpoint and backwards (`flax_to_hf`) to save one. Both are
 strict: every expected key is accounted for, every shape is checked against the config, and keys
@@ -85,6 +86,9 @@ BODY_TABLE: tuple[Entry, ...] = tuple(
 
 def head_table(config, head: str) -> tuple[Entry, ...]:
     """Entries above the transformer for one head (`nn.Linear`s: [out, in], transposed)."""
+    if head in ("lm", "double") and not config.tie_word_embeddings:
+        untied = Entry(TIED_KEY, ("lm_head", "kernel"), lambda c: (c.vocab_size, c.n_embd), _transpose, _transpose)
+        return (untied,) + head_table(config.replace(tie_word_embeddings=True), head)
     if head == "cls":
         return (Entry("score.weight", ("score", "kernel"), lambda c: (c.num_labels, c.n_embd), _transpose, _transpose),)
     if head == "double" and config.summary_use_proj:
@@ -213,7 +217,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         params.setdefault("multiple_choice_head", {})
 
     mismatch = False
-    if TIED_KEY in state_dict and head in ("lm", "double"):
+    if TIED_KEY in state_dict and head in ("lm", "double") and config.tie_word_embeddings:
         used.add(TIED_KEY)
         # A .bin stores the tied pair as one storage: the same lazy tensor source, equal unread.
         lm_head, source = state_dict[TIED_KEY], getattr(state_dict.get(body.get("tokens_embed.weight")), "source", None)
@@ -255,7 +259,7 @@ def expected_hf_keys(config, head: str, tied_lm_head: bool = False) -> list:
         names = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
         keys.extend(prefix + n for n in names)
     keys.extend(e.hf for e in head_table(config, head))
-    if tied_lm_head and head in ("lm", "double"):
+    if tied_lm_head and head in ("lm", "double") and config.tie_word_embeddings:
         keys.append(TIED_KEY)
     return keys
 

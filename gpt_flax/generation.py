@@ -178,7 +178,7 @@ def prefill(params, config: OpenAIGPTConfig, input_ids, start, cache_size: int, 
 
     h, (keys, values) = jax.lax.scan(layer, x, params["h"])  # keys [L, B, H, K, T]
     cache = KVCache(tuple(keys), tuple(values), jnp.asarray(T, jnp.int32), start)
-    return lm_logits(params, h[:, -1]), grow_cache(cache, cache_size)
+    return lm_logits(params, h[:, -1], params.get("lm_head")), grow_cache(cache, cache_size)
 
 
 def cached_attention(q, k_t, v, slot, key_mask):
@@ -234,7 +234,10 @@ def decode_step(
             return out, (k_t, v_c)
 
         x, (keys[i], values[i]) = _block(p, x, config, attend)
-    logits = lm_logits(params, x[:, 0]) if lm_head is None else cpu_decode.matmul(x[:, 0], lm_head)
+    if lm_head is None:
+        logits = lm_logits(params, x[:, 0], params.get("lm_head"))
+    else:
+        logits = cpu_decode.matmul(x[:, 0], lm_head)
     return logits, KVCache(tuple(keys), tuple(values), slot + 1, cache.start)
 
 
@@ -354,7 +357,10 @@ def _generate_loop(
     dtype = jnp.dtype(dtype)
     if cpu_kernel:
         layers = pack_layers(params["h"], config.n_layer)
-        lm_head = cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
+        if "lm_head" in params:  # untied
+            lm_head = cpu_decode.pack(params["lm_head"]["kernel"])
+        else:
+            lm_head = cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
     else:
         layers, lm_head = split_layers(params["h"], config.n_layer), None
 
@@ -486,7 +492,8 @@ def generate(
     streamer: Callable[[np.ndarray], None] | None = None,
     dtype=jnp.float32,
 ) -> np.ndarray:
-    """Generate from the transformer params (`params["transformer"]` of an LM-head model).
+    """Generate from the transformer params (`params["transformer"]` of an LM-head model, with the
+    model's `lm_head` beside them when its head is untied).
 
     input_ids [B, T] (attention_mask [B, T], 1 = token, any padding side) -> int32 [B * n, T + N]:
     the prompts (left-padded: right padding is moved to the left) followed by the new tokens, N of
@@ -698,6 +705,9 @@ class GenerationMixin:
     ) -> np.ndarray:
         """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
         params = self.params if params is None else params
+        transformer_params = params["transformer"]
+        if "lm_head" in params:  # untied (tie_word_embeddings=False): the head beside the transformer's params
+            transformer_params = {**transformer_params, "lm_head": params["lm_head"]}
         given = {
             "max_new_tokens": max_new_tokens,
             "max_length": max_length,
@@ -713,7 +723,7 @@ class GenerationMixin:
         options = {k: defaults[k] for k in GENERATION_KEYS if defaults.get(k) is not None}
         options.update({k: v for k, v in given.items() if v is not None})
         return generate(
-            params["transformer"],
+            transformer_params,
             self.config,
             input_ids,
             attention_mask,

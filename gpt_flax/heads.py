@@ -59,8 +59,13 @@ def summary_out_features(config: OpenAIGPTConfig) -> int:
 
 
 def init_head_params(config: OpenAIGPTConfig, head: str, rng, dtype=jnp.float32) -> dict:
-    """Params of the part above the transformer, transformers' init (lm_head is tied: none)."""
+    """Params of the part above the transformer, transformers' init (a tied lm_head has none; an
+    untied one, `tie_word_embeddings=False`, is `lm_head/kernel` [D, V])."""
     D, std = config.n_embd, config.initializer_range
+    if head in ("lm", "double") and not config.tie_word_embeddings:
+        lm_rng, rng = jax.random.split(rng)
+        lm_head = {"lm_head": {"kernel": normal(lm_rng, (D, config.vocab_size), std, dtype)}}
+        return {**lm_head, **init_head_params(config.replace(tie_word_embeddings=True), head, rng, dtype)}
     if head == "double":
         if not config.summary_use_proj:
             return {"multiple_choice_head": {}}
@@ -120,10 +125,14 @@ def classification_loss(config: OpenAIGPTConfig, pooled_logits, labels):
 
 
 # -- head pieces ----------------------------------------------------------------------------
-def lm_logits(transformer_params, hidden):
-    """Tied LM head: [..., D] @ tokens_embed^T -> [..., V] (no bias)."""
-    table = transformer_params["tokens_embed"]["embedding"].astype(hidden.dtype)
+def lm_logits(transformer_params, hidden, lm_head=None):
+    """LM head: [..., D] @ tokens_embed^T -> [..., V] (no bias), or @ `lm_head["kernel"]` [D, V] when
+    the head is untied."""
     flat = hidden.reshape(-1, hidden.shape[-1])  # one contracting axis: see layers.dense
+    if lm_head is not None:
+        kernel = lm_head["kernel"].astype(hidden.dtype)
+        return jnp.einsum("nd,dv->nv", flat, kernel).reshape(hidden.shape[:-1] + kernel.shape[1:])
+    table = transformer_params["tokens_embed"]["embedding"].astype(hidden.dtype)
     return jnp.einsum("nd,vd->nv", flat, table).reshape(hidden.shape[:-1] + table.shape[:1])
 
 
@@ -206,7 +215,7 @@ def forward_lm(params, config, inputs, labels=None, *, rng=None, flags) -> FlaxC
     lead, flat = _flat_inputs(inputs)
     out = _body(params["transformer"], config, flat, rng=rng, **flags)
     hidden, hidden_states = _unflat_hidden(out, lead)
-    logits = lm_logits(params["transformer"], hidden)
+    logits = lm_logits(params["transformer"], hidden, params.get("lm_head"))
     loss = causal_lm_loss(logits, labels) if labels is not None else None
     return FlaxCausalLMOutput(loss, logits, hidden_states, out.attentions)
 
@@ -219,7 +228,7 @@ def forward_double(
     body_rng, head_rng = jax.random.split(rng) if rng is not None else (None, None)
     out = _body(params["transformer"], config, flat, rng=body_rng, **flags)
     hidden, hidden_states = _unflat_hidden(out, lead)  # [B, C, T, D]
-    logits = lm_logits(params["transformer"], hidden)
+    logits = lm_logits(params["transformer"], hidden, params.get("lm_head"))
     mc_logits = sequence_summary(params["multiple_choice_head"], config, hidden, mc_token_ids, head_rng)
     if mc_logits.shape[-1] == 1:
         mc_logits = mc_logits[..., 0]  # [B, C]

@@ -153,11 +153,6 @@ class FlaxOpenAIGPTPreTrainedModel:
     def _adapt_config(cls, config: OpenAIGPTConfig) -> OpenAIGPTConfig:
         if not isinstance(config, OpenAIGPTConfig):
             raise TypeError(f"config must be an OpenAIGPTConfig, got {type(config).__name__}")
-        if cls.head in ("lm", "double") and not config.tie_word_embeddings:
-            raise ValueError(
-                f"{cls.__name__} ties its LM head to tokens_embed (as the released model and transformers' "
-                "default do); a config with tie_word_embeddings=False, a separate lm_head, is not supported"
-            )
         return config
 
     def init_weights(self, rng) -> dict:
@@ -176,7 +171,8 @@ class FlaxOpenAIGPTPreTrainedModel:
     def resize_token_embeddings(self, new_num_tokens: int, *, mean_resizing: bool = True, seed: int = 0) -> None:
         """Grow or shrink the token table to `new_num_tokens` rows (transformers' semantics).
 
-        Old rows are untouched; the tied LM head follows the table. New rows are drawn as
+        Old rows are untouched; the tied LM head follows the table (an untied one is resized
+        alike). New rows are drawn as
         transformers 4.56 does (`_init_added_embeddings_weights_with_mean`): from a normal with the
         old rows' mean and 1e-9 times their covariance (the mean alone if that is not positive
         definite), or from normal(0, initializer_range) with `mean_resizing=False`.
@@ -192,7 +188,15 @@ class FlaxOpenAIGPTPreTrainedModel:
         else:
             table = jnp.concatenate([old, _new_embedding_rows(old, added, mean_resizing, self.config, seed)])
         body = {**body, "tokens_embed": {"embedding": table}}
-        self.params = body if self.head == "base" else {**self.params, "transformer": body}
+        params = body if self.head == "base" else {**self.params, "transformer": body}
+        if "lm_head" in params:  # untied: its [V, D] rows resized alike, new ones drawn separately
+            rows = params["lm_head"]["kernel"].T
+            if added <= 0:
+                rows = rows[:new_num_tokens]
+            else:
+                rows = jnp.concatenate([rows, _new_embedding_rows(rows, added, mean_resizing, self.config, seed + 1)])
+            params = {**params, "lm_head": {"kernel": rows.T}}
+        self.params = params
         self.config = self.config.replace(vocab_size=new_num_tokens)
         self.module = self.module.clone(config=self.config)
 
@@ -397,7 +401,8 @@ class _LabelledModel(FlaxOpenAIGPTPreTrainedModel):
 
 
 class FlaxOpenAIGPTLMHeadModel(GenerationMixin, _LabelledModel):
-    """Transformer + LM head tied to the token embedding: logits [B, T, V], shifted LM loss."""
+    """Transformer + LM head (tied to the token embedding unless the config unties it): logits [B, T, V],
+    shifted LM loss."""
 
     head = "lm"
 

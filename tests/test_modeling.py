@@ -571,12 +571,37 @@ def test_output_flags_left_none_take_the_configs_as_in_transformers(tmp_path):
     assert not isinstance(ours(**inputs, return_dict=True), tuple)
 
 
-def test_an_untied_lm_head_is_refused_by_the_lm_heads():
+@pytest.mark.parametrize("head", ["lm", "double"])
+def test_an_untied_lm_head_matches_transformers(head, tmp_path):
+    """tie_word_embeddings=False: a separate lm_head [V, D] in transformers, `lm_head/kernel` [D, V]
+    here; outputs, losses and gradients (its own included), greedy generation, the checkpoint both
+    ways, and resizing."""
+    from transformers import OpenAIGPTLMHeadModel
+
     config = small_config(tie_word_embeddings=False)
-    for head in ("lm", "double"):
-        with pytest.raises(ValueError, match="tie_word_embeddings=False, a separate lm_head, is not supported"):
-            CLASSES[head](config)
-    CLASSES["cls"](config)  # no LM head: nothing to tie
+    model, tm = flax_and_torch(head, config)
+    assert model.params["lm_head"]["kernel"].shape == (config.n_embd, config.vocab_size)
+    assert not torch.equal(tm.lm_head.weight, tm.transformer.tokens_embed.weight)
+    inputs = make_inputs(head, model.config, labels=True)
+    assert_outputs_close(*run_both(model, tm, inputs))
+    assert_grads_close(head, model, tm, inputs)
+    if head == "double":
+        return
+    ids = np.asarray([[3, 1, 4, 1]])
+    with torch.no_grad():
+        expected = tm.generate(torch.from_numpy(ids), max_new_tokens=6, do_sample=False, pad_token_id=0).numpy()
+    np.testing.assert_array_equal(model.generate(ids, max_new_tokens=6), expected)
+    model.save_pretrained(tmp_path, format="hf")
+    theirs, info = OpenAIGPTLMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert torch.equal(theirs.lm_head.weight, tm.lm_head.weight)
+    reloaded = CLASSES[head].from_pretrained(tmp_path)
+    np.testing.assert_array_equal(reloaded.params["lm_head"]["kernel"], model.params["lm_head"]["kernel"])
+    old = np.asarray(model.params["lm_head"]["kernel"])
+    model.resize_token_embeddings(config.vocab_size + 3)
+    assert model.params["lm_head"]["kernel"].shape == (config.n_embd, config.vocab_size + 3)
+    np.testing.assert_array_equal(model.params["lm_head"]["kernel"][:, : config.vocab_size], old)
+    assert model(ids).logits.shape == (1, 4, config.vocab_size + 3)
 
 
 @pytest.mark.parametrize("head", ["base", "lm"])
