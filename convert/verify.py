@@ -83,8 +83,8 @@ def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:
             p.copy_(p.to(getattr(torch, report.dtype)).float())
         theirs.eval()
         ids = sample_inputs(ours.config, head)
-        torch_out = theirs(torch.from_numpy(ids))
-    flax_out = ours(ids)
+        torch_out = theirs(torch.from_numpy(ids), return_dict=True)  # whatever config.json's return_dict says
+    flax_out = ours(ids, return_dict=True)
     diffs, scale = {}, 0.0
     for name in OUTPUTS[head]:
         a, b = np.asarray(getattr(flax_out, name), np.float32), getattr(torch_out, name).numpy()

@@ -41,7 +41,9 @@ def attended_keys(attention_mask):
     """[B, S] bool: the keys transformers' additive mask `(1 - m) * finfo.min` leaves visible.
 
     That is m >= 1 (the bias is 0, or positive): any float32 m below 1 has 1 - m >= 6e-8, a bias of
-    at least 6e-8 * finfo.min, about -2e31, so a fractional mask value pads its key as 0 does."""
+    at least 6e-8 * finfo.min, about -2e31, so a fractional mask value pads its key as 0 does in any
+    row with an unpadded key. (In a row without one, the keys of the largest m win: see
+    `kernels.flash._unseeing_rows`.)"""
     return attention_mask.astype(jnp.float32) >= 1.0
 
 

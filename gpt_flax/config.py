@@ -32,6 +32,21 @@ ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 METADATA_KEYS = frozenset(("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"))
 
 
+# transformers' PretrainedConfig attributes this class does not model: accepted as keyword arguments
+# (into `extra`, and so config.json), as transformers' from_pretrained accepts any config attribute.
+PRETRAINED_CONFIG_KEYS = frozenset((
+    "add_cross_attention", "architectures", "bad_words_ids", "begin_suppress_tokens", "chunk_size_feed_forward",
+    "cross_attention_hidden_size", "decoder_start_token_id", "diversity_penalty", "do_sample", "dtype", "torch_dtype",
+    "early_stopping", "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "finetuning_task",
+    "forced_bos_token_id", "forced_eos_token_id", "is_decoder", "is_encoder_decoder", "length_penalty", "max_length",
+    "min_length", "no_repeat_ngram_size", "num_beam_groups", "num_beams", "num_return_sequences", "output_scores",
+    "prefix", "pruned_heads", "remove_invalid_values", "repetition_penalty", "return_dict_in_generate",
+    "sep_token_id", "suppress_tokens", "task_specific_params", "temperature", "tf_legacy_loss",
+    "tie_encoder_decoder", "tokenizer_class", "top_k", "top_p", "torchscript", "transformers_version", "typical_p",
+    "use_bfloat16", "_name_or_path",
+))  # fmt: skip
+
+
 FLOAT_FIELDS = (
     "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "summary_last_dropout", "layer_norm_epsilon",
     "initializer_range",
@@ -82,7 +97,7 @@ class OpenAIGPTConfig:
     output_attentions: bool = False
     output_hidden_states: bool = False
     return_dict: bool = True
-    # The LM head is the token table transposed; transformers can untie it, these models cannot.
+    # The LM head is the token table transposed, or (False) a separate lm_head.
     tie_word_embeddings: bool = True
     # Keys of a config.json that this class does not model (architectures, ...), written back as read.
     extra: dict | None = None
@@ -209,18 +224,29 @@ class OpenAIGPTConfig:
         return isinstance(other, OpenAIGPTConfig) and self._key() == other._key()
 
     def replace(self, **changes) -> OpenAIGPTConfig:
-        """A copy with `changes`, as transformers' config keyword arguments: label2id gives id2label,
-        keys this class does not model go to `extra` (and so to config.json)."""
+        """A copy with `changes`, taken as transformers takes config keyword arguments: any attribute
+        of its PretrainedConfig or of this config.json (kept in `extra`); anything else is a
+        TypeError. label2id renames the labels (id2label follows); it cannot change their count."""
         if "label2id" in changes:
             label2id = changes.pop("label2id")
             if "id2label" not in changes and label2id is not None:
-                changes["id2label"] = {v: k for k, v in dict(label2id).items()}
+                id2label = {int(v): str(k) for k, v in dict(label2id).items()}
+                count = changes.get("num_labels") or self.num_labels
+                if len(id2label) != count:
+                    raise ValueError(
+                        f"label2id names {len(id2label)} labels but the config has num_labels={count}: "
+                        "pass id2label or num_labels to change the number of labels"
+                    )
+                changes["id2label"] = id2label
         if "id2label" in changes and "num_labels" not in changes:
             changes["num_labels"] = None  # follow the new id2label
         names = {f.name for f in dataclasses.fields(self)} - {"extra"}
         extra = {k: changes.pop(k) for k in list(changes) if k not in names and k != "extra"}
+        unknown = sorted(k for k in extra if k not in PRETRAINED_CONFIG_KEYS and k not in self.extra)
+        if unknown:
+            raise TypeError(f"OpenAIGPTConfig has no attribute {unknown[0]!r} (nor does transformers' config)")
         if extra:
-            changes["extra"] = {**changes.get("extra", self.extra), **extra}
+            changes["extra"] = {**(changes.get("extra", self.extra) or {}), **extra}
         return dataclasses.replace(self, **changes)
 
     # -- config.json I/O --------------------------------------------------------------------

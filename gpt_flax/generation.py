@@ -505,6 +505,11 @@ def generate(
     top_k=None means no top-k filter (transformers' default is 50).
     """
     ids = _check_ids(input_ids, config)
+    if not config.tie_word_embeddings and "lm_head" not in params:
+        raise ValueError(
+            "the config unties the LM head (tie_word_embeddings=False): pass the model's lm_head beside the "
+            "transformer's params, {**params['transformer'], 'lm_head': params['lm_head']}"
+        )
     if streamer is not None and not callable(streamer):
         raise TypeError(f"streamer must be a callable taking each step's tokens, got {type(streamer).__name__}")
     T = ids.shape[1]
@@ -621,10 +626,12 @@ def _positive_float32(value) -> bool:
 def _resolve_sampler(do_sample, temperature, top_k, top_p):
     if temperature is None:
         temperature = 1.0
+    if top_k == 0 and not isinstance(top_k, bool):  # transformers adds no top-k filter for 0
+        top_k = None
     if not _positive_float32(temperature):
         raise ValueError(f"temperature must be a finite number > 0 (in float32), got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k filter), got {top_k!r}")
+        raise ValueError(f"top_k must be an integer >= 1 (or None or 0 for no top-k filter), got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, (int, float, np.floating)) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     sampler = Sampler(
@@ -641,14 +648,20 @@ GENERATION_KEYS = (
     "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "pad_token_id",
     "num_return_sequences",
 )  # fmt: skip
-# Keys that describe the file, and GenerationConfig's values of options generate lacks that change nothing.
+# Keys that describe the file or only how transformers runs (caches, assistants, what generate
+# returns), and GenerationConfig's defaults of the options generate lacks: none of these is reported.
 _FILE_METADATA = frozenset(("bos_token_id", "decoder_start_token_id", "transformers_version", "_from_model_config"))
+_NO_TOKEN_EFFECT = frozenset((
+    "use_cache", "cache_implementation", "cache_config", "return_legacy_cache", "prefill_chunk_size", "low_memory",
+    "disable_compile", "compile_config", "is_assistant", "assistant_confidence_threshold", "assistant_early_exit",
+    "assistant_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule", "target_lookbehind",
+    "max_matching_ngram_size", "prompt_lookup_num_tokens", "output_attentions", "output_hidden_states",
+    "output_scores", "output_logits", "return_dict_in_generate", "generation_kwargs", "max_time",
+))  # fmt: skip
 _NO_EFFECT = {
-    "num_beams": 1, "num_beam_groups": 1, "repetition_penalty": 1.0, "min_length": 0, "min_new_tokens": None,
-    "no_repeat_ngram_size": 0, "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-    "diversity_penalty": 0.0, "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "use_cache": True,
-    "early_stopping": False, "min_p": None, "bad_words_ids": None, "forced_bos_token_id": None,
-    "forced_eos_token_id": None, "output_scores": False, "return_dict_in_generate": False,
+    "num_beams": 1, "num_beam_groups": 1, "repetition_penalty": 1.0, "min_length": 0, "no_repeat_ngram_size": 0,
+    "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
+    "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0,
 }  # fmt: skip
 
 
@@ -668,8 +681,8 @@ def read_generation_config(directory) -> dict:
     ignored = {
         k: v
         for k, v in config.items()
-        if k not in GENERATION_KEYS and k not in _FILE_METADATA and v is not None and v is not False
-        if k not in _NO_EFFECT or _NO_EFFECT[k] != v
+        if k not in GENERATION_KEYS and k not in _FILE_METADATA and k not in _NO_TOKEN_EFFECT
+        if v is not None and v is not False and v != {} and v != [] and (k not in _NO_EFFECT or _NO_EFFECT[k] != v)
     }
     if ignored:
         logger.warning("%s sets %s, which gpt-flax's generate does not implement: ignored", path, ignored)
@@ -704,10 +717,6 @@ class GenerationMixin:
         streamer: Callable[[np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
-        params = self.params if params is None else params
-        transformer_params = params["transformer"]
-        if "lm_head" in params:  # untied (tie_word_embeddings=False): the head beside the transformer's params
-            transformer_params = {**transformer_params, "lm_head": params["lm_head"]}
         given = {
             "max_new_tokens": max_new_tokens,
             "max_length": max_length,
@@ -719,9 +728,16 @@ class GenerationMixin:
             "pad_token_id": pad_token_id,
             "num_return_sequences": num_return_sequences,
         }
-        defaults = getattr(self, "generation_config", None) or {}
-        options = {k: defaults[k] for k in GENERATION_KEYS if defaults.get(k) is not None}
+        options = _file_defaults(getattr(self, "generation_config", None) or {}, given)
         options.update({k: v for k, v in given.items() if v is not None})
+        return self._generate(input_ids, attention_mask, params=params, prng_key=prng_key, streamer=streamer, **options)
+
+    def _generate(self, input_ids, attention_mask=None, *, params=None, prng_key=None, streamer=None, **options):
+        """`generation.generate` with exactly `options` (no generation_config): the pipeline's door."""
+        params = self.params if params is None else params
+        transformer_params = params["transformer"]
+        if "lm_head" in params:  # untied (tie_word_embeddings=False): the head beside the transformer's params
+            transformer_params = {**transformer_params, "lm_head": params["lm_head"]}
         return generate(
             transformer_params,
             self.config,
@@ -732,3 +748,20 @@ class GenerationMixin:
             dtype=self.dtype,
             **options,
         )
+
+
+def _file_defaults(file: dict, given: dict) -> dict:
+    """The generation_config.json values that default a call's arguments, read as transformers reads
+    them: max_length 20 (GenerationConfig's own default) is "20 new tokens", which is generate's
+    default anyway; temperature 0 turns sampling off; and the sampling
+    options do not count (nor are checked) when the call decodes greedily."""
+    options = {k: file[k] for k in GENERATION_KEYS if file.get(k) is not None}
+    if options.get("max_length") == 20:
+        del options["max_length"]
+    if options.get("temperature") == 0.0:
+        del options["temperature"]
+        options["do_sample"] = False
+    if not (given["do_sample"] if given["do_sample"] is not None else options.get("do_sample", False)):
+        for name in ("temperature", "top_k", "top_p"):
+            options.pop(name, None)
+    return options

@@ -119,7 +119,8 @@ class TextGenerationPipeline:
                     )
                 options["max_new_tokens"] = min(options["max_new_tokens"], room)
         n = options.get("num_return_sequences", 1)
-        sequences = self.model.generate(ids, attention_mask=mask, **options)
+        generate = getattr(self.model, "_generate", self.model.generate)  # options resolved here, file included
+        sequences = generate(ids, attention_mask=mask, **options)
         eos = options.get("eos_token_id")
         eos = self.model.config.eos_token_id if eos is None else eos
         results = []

@@ -125,8 +125,8 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
         )
     labels = a.get("labels")
     if labels is not None and head in ("lm", "double"):
-        # The double-heads model's loss flattens labels [..., 1:] as transformers': [B * C, T] works too.
-        if tuple(labels.shape) != shape and (head != "double" or tuple(labels.shape) != (rows, seq_len)):
+        # The loss flattens labels [..., 1:] as transformers': labels on the rows, [B * C, T], work too.
+        if tuple(labels.shape) not in (shape, (rows, seq_len)):
             raise ValueError(f"labels has shape {tuple(labels.shape)} but the inputs have shape {shape}")
         _check_int("labels", labels)
         # labels[..., 0] is never a target (position t predicts labels[t + 1]): transformers ignores it.

@@ -120,3 +120,18 @@ def test_bad_config_file(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json"):
         OpenAIGPTConfig.from_pretrained(tmp_path)
+
+
+def test_keyword_arguments_as_transformers_takes_them():
+    """replace / from_pretrained overrides take this config's fields, transformers' PretrainedConfig
+    attributes and config.json's own keys (into extra); a misspelt one is a TypeError, as there."""
+    config = OpenAIGPTConfig.from_dict({"n_ctx": 512})
+    changed = config.replace(output_attentions=True, torchscript=True, n_ctx=256, return_dict=False)
+    assert changed.output_attentions and not changed.use_return_dict
+    assert changed.extra == {"n_ctx": 256, "torchscript": True}
+    with pytest.raises(TypeError, match="no attribute 'num_label'"):
+        config.replace(num_label=3)
+    assert config.replace(label2id={"neg": 0, "pos": 1}).id2label == {0: "neg", 1: "pos"}
+    with pytest.raises(ValueError, match="label2id names 3 labels but the config has num_labels=2"):
+        config.replace(label2id={"a": 0, "b": 1, "c": 2})
+    assert config.replace(extra=None, prefix="x").extra == {"prefix": "x"}

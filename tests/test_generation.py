@@ -592,3 +592,27 @@ def test_generation_config_json_gives_generate_and_pipeline_defaults(model_dir, 
     with caplog.at_level("WARNING", logger="gpt_flax"):
         FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
     assert "sets {'repetition_penalty': 1.3}, which gpt-flax's generate does not implement" in caplog.text
+
+
+def test_generation_config_json_values_read_as_transformers_reads_them(model_dir, tmp_path):
+    """top_k 0 (no filter), temperature 0 (greedy), max_length 20 (GenerationConfig's default: 20 new
+    tokens) and sampling options under greedy decoding run as in transformers; in the pipeline a
+    caller's max_length beats the file's max_new_tokens, as the pipeline's own default does."""
+    import json
+
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    ids = np.asarray([[10, 20, 30]])
+    for file in ({"top_k": 0}, {"temperature": 0.0}, {"max_length": 20}, {"top_p": 2.0, "top_k": -1}):
+        with open(directory / "generation_config.json", "w") as f:
+            json.dump(file, f)
+        ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+        theirs.generation_config = transformers.GenerationConfig.from_pretrained(directory)
+        with torch.no_grad():
+            expected = theirs.generate(torch.tensor(ids), pad_token_id=0).numpy()
+        np.testing.assert_array_equal(ours.generate(ids, pad_token_id=0), expected, err_msg=str(file))
+    with open(directory / "generation_config.json", "w") as f:
+        json.dump({"max_new_tokens": 30}, f)
+    generator = pipeline("text-generation", model=str(directory))
+    assert len(generator("One", max_length=6, return_tensors=True)[0]["generated_token_ids"]) == 6

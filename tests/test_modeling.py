@@ -620,8 +620,8 @@ def test_any_leading_shape_is_viewed_as_rows_as_in_transformers(head):
         {"input_ids": ids_3d, "attention_mask": mask_rows, "token_type_ids": ids_3d[0, 0]},
     ]
     for inputs in cases:
-        if head == "lm":
-            inputs["labels"] = inputs["input_ids"]
+        if head == "lm":  # labels on the rows [B * C, T] for [B, C, T] inputs, as transformers' view(-1)
+            inputs["labels"] = inputs["input_ids"].reshape(-1, inputs["input_ids"].shape[-1])
         flags = {"output_hidden_states": True, "output_attentions": True}
         ours = model(**inputs, **flags)
         with torch.no_grad():
