@@ -484,6 +484,12 @@ def test_cli_summary_and_verify(tmp_path, capsys, torch_models):
     assert "parameters: " in out and "multiple_choice_head.summary.weight" in out and "bytes in 3 files" in out
     line = next(x for x in out.splitlines() if x.startswith("verify: max abs difference"))
     assert float(line.split("mc_logits ")[1].split()[0]) < 1e-5
+    with open(os.path.join(src, "config.json")) as f:  # outputs as tuples by default: verify compares fields
+        config = json.load(f)
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump({**config, "return_dict": False}, f)
+    rc, out, _ = run_cli(capsys, src, tmp_path / "dst2", "--verify", "--quiet")
+    assert rc == 0 and "verify: max abs difference logits" in out, out
     help_text = subprocess.run(
         [sys.executable, "-m", "gpt_flax", "convert", "--help"], capture_output=True, text=True, check=True
     ).stdout

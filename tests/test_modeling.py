@@ -591,6 +591,10 @@ def test_an_untied_lm_head_matches_transformers(head, tmp_path):
     with torch.no_grad():
         expected = tm.generate(torch.from_numpy(ids), max_new_tokens=6, do_sample=False, pad_token_id=0).numpy()
     np.testing.assert_array_equal(model.generate(ids, max_new_tokens=6), expected)
+    from gpt_flax.generation import generate
+
+    with pytest.raises(ValueError, match="unties the LM head"):  # the transformer's params alone
+        generate(model.params["transformer"], model.config, ids, max_new_tokens=6)
     model.save_pretrained(tmp_path, format="hf")
     theirs, info = OpenAIGPTLMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
