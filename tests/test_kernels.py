@@ -272,3 +272,22 @@ def test_kernel_lowers_without_fallback(platform, gpu_blocks):
     # One loop only: the key chunks of the left-padding rows' dropout (flash._unseeing_rows), run
     # when a batch has such rows. An interpreted kernel would add its grid loops.
     assert exported.mlir_module().count("stablehlo.while") == 1
+
+
+def test_block_sizes_and_inputs_that_would_compute_wrong_are_refused():
+    """Tiles that do not divide the largest (T is padded to it) would skip keys and queries: refused,
+    as are head_mask shapes the kernels would read past and dropout rates outside [0, 1)."""
+    with pytest.raises(ValueError, match=r"TPUBlockSizes.block_q must be 128 times a power of two; got 384"):
+        TPUBlockSizes(block_q=384)
+    with pytest.raises(ValueError, match=r"GPUBlockSizes.block_k must be a power of two >= 16; got 48"):
+        GPUBlockSizes(block_k=48)
+    with pytest.raises(ValueError, match=r"GPUBlockSizes.block_q must be a power of two >= 16; got 8"):
+        GPUBlockSizes(block_q=8)
+    assert TPUBlockSizes(block_q=512).fit(300).block_q == 512  # 300 rounds up to 512: still a power of two
+    q = jnp.ones((1, 8, 2, 16), jnp.float32)
+    with pytest.raises(ValueError, match=r"head_mask must be \[H\] = \(2,\); got shape \(1,\)"):
+        flash_attention(q, q, q, head_mask=jnp.ones(1))
+    with pytest.raises(ValueError, match=r"dropout_rate must be in \[0, 1\); got 1.0"):
+        flash_attention(q, q, q, dropout_rate=1.0, dropout_seed=jnp.uint32(0))
+    with pytest.raises(ValueError, match=r"shape \[B, T, H, K\]"):
+        flash_attention(q[0], q[0], q[0])

@@ -311,6 +311,8 @@ def flash_attention(
     Hopper kernels: bfloat16/float16, head_dim 64 or 128) or "auto" (see `_resolve_gpu_kernel`).
     Block sizes default per platform and head size.
     """
+    if q.ndim != 4:
+        raise ValueError(f"flash_attention takes q, k, v of shape [B, T, H, K]; got {q.shape=}")
     batch, seq, heads, head_dim = q.shape
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(
@@ -320,6 +322,10 @@ def flash_attention(
         raise ValueError(f"flash_attention needs q, k, v of one dtype; got {q.dtype=}, {k.dtype=}, {v.dtype=}")
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, seq):
         raise ValueError(f"attention_mask must be [B, T] = {(batch, seq)}; got shape {tuple(attention_mask.shape)}")
+    if head_mask is not None and tuple(jnp.shape(head_mask)) != (heads,):
+        raise ValueError(f"head_mask must be [H] = ({heads},); got shape {tuple(jnp.shape(head_mask))}")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate!r}")
     if head_dim > MAX_HEAD_DIM:
         raise ValueError(f"flash_attention supports head_dim up to {MAX_HEAD_DIM}; got {head_dim=}")
     if cpu not in CPU_MODES:

@@ -60,6 +60,16 @@ class GPUBlockSizes:
     block_q_bwd: int = 64
     block_k_bwd: int = 64
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("block") and (not isinstance(value, int) or value < 16 or value & (value - 1)):
+                raise ValueError(f"GPUBlockSizes.{f.name} must be a power of two >= 16; got {value!r}")
+            if f.name.startswith("num_warps") and (not isinstance(value, int) or value < 1 or value & (value - 1)):
+                raise ValueError(f"GPUBlockSizes.{f.name} must be a power of two; got {value!r}")
+            if f.name.startswith("num_stages") and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"GPUBlockSizes.{f.name} must be a positive integer; got {value!r}")
+
     def fit(self, seq_len: int) -> GPUBlockSizes:
         """Shrink blocks longer than the (power-of-two rounded) sequence, never below 16."""
         cap = max(16, pl.next_power_of_2(seq_len))

@@ -30,7 +30,8 @@ LANES = 128  # TPU vector lane width: minor block dims are multiples of it (or t
 
 @dataclasses.dataclass(frozen=True)
 class TPUBlockSizes:
-    """Tile sizes, multiples of 128. Not yet tuned on a TPU (none was available)."""
+    """Tile sizes: 128 times a power of two (T is padded to the largest, which the others must
+    divide). Not yet tuned on a TPU (none was available)."""
 
     block_q: int = 256
     block_k: int = 256
@@ -39,9 +40,15 @@ class TPUBlockSizes:
     block_q_dq: int = 256
     block_k_dq: int = 256
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or value < LANES or value % LANES or (value // LANES) & (value // LANES - 1):
+                raise ValueError(f"TPUBlockSizes.{f.name} must be 128 times a power of two; got {value!r}")
+
     def fit(self, seq_len: int) -> TPUBlockSizes:
-        """Use one 128-multiple block when the whole sequence fits in less than a block."""
-        cap = max(LANES, -(-seq_len // LANES) * LANES)
+        """Shrink blocks longer than the sequence (rounded up to 128 times a power of two)."""
+        cap = LANES * pl.next_power_of_2(max(1, -(-seq_len // LANES)))
         return TPUBlockSizes(**{f.name: min(getattr(self, f.name), cap) for f in dataclasses.fields(self)})
 
     @property
