@@ -59,6 +59,19 @@ BOOL_FIELDS = (
 )  # fmt: skip
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file holding one object (config.json, generation_config.json); ValueError naming the
+    file if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
+    return d
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -272,14 +285,7 @@ class OpenAIGPTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> OpenAIGPTConfig:
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
-        return cls.from_dict(d)
+        return cls.from_dict(read_json_object(path))
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides) -> OpenAIGPTConfig:

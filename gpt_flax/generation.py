@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from gpt_flax import attention as attn_lib
-from gpt_flax.config import OpenAIGPTConfig
+from gpt_flax.config import OpenAIGPTConfig, read_json_object
 from gpt_flax.heads import lm_logits
 from gpt_flax.kernels import cpu_decode
 from gpt_flax.layers import ACT_FNS, dense, layer_norm
@@ -671,13 +670,7 @@ def read_generation_config(directory) -> dict:
     path = os.path.join(directory, GENERATION_CONFIG_NAME)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
+    config = read_json_object(path)
     ignored = {
         k: v
         for k, v in config.items()

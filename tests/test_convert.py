@@ -95,6 +95,17 @@ def save_hf(model, directory, fmt: str) -> str:
     return str(directory)
 
 
+def saved_without(model, directory, key: str) -> str:
+    """`model` saved as transformers' safetensors, less the tensor `key`."""
+    from safetensors.numpy import save_file
+
+    src = save_hf(model, directory, "safetensors")
+    state = load_file(os.path.join(src, "model.safetensors"))
+    del state[key]
+    save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
+    return src
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     rc = main(["convert", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -193,13 +204,8 @@ def test_loading_one_head_into_another_lists_new_and_unused_keys(tmp_path, torch
 
 def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path, torch_models):
     """As transformers: a stacked tensor missing in some layers keeps the layers that are there."""
-    from safetensors.numpy import save_file
-
     expected = torch_state(torch_models["lm"])
-    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
-    state = load_file(os.path.join(src, "model.safetensors"))
-    del state["transformer.h.1.mlp.c_fc.weight"]
-    save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
+    src = saved_without(torch_models["lm"], tmp_path / "src", "transformer.h.1.mlp.c_fc.weight")
     ours, info = flax_class("lm").from_pretrained(src, output_loading_info=True)
     _, their_info = hf_class("lm").from_pretrained(src, output_loading_info=True)
     assert info["missing_keys"] == their_info["missing_keys"] == ["transformer.h.1.mlp.c_fc.weight"]
@@ -216,13 +222,8 @@ def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path
 def test_a_head_the_checkpoint_holds_in_part_keeps_what_it_holds(tmp_path, torch_models):
     """As transformers: a double-heads checkpoint without the summary's bias loads the summary's
     weight and initialises only the bias (zeros), in from_pretrained and in `convert`."""
-    from safetensors.numpy import save_file
-
     expected = torch_state(torch_models["double"])
-    src = save_hf(torch_models["double"], tmp_path / "src", "safetensors")
-    state = load_file(os.path.join(src, "model.safetensors"))
-    del state["multiple_choice_head.summary.bias"]
-    save_file(state, os.path.join(src, "model.safetensors"), metadata={"format": "pt"})
+    src = saved_without(torch_models["double"], tmp_path / "src", "multiple_choice_head.summary.bias")
     ours, info = flax_class("double").from_pretrained(src, output_loading_info=True)
     theirs, their_info = hf_class("double").from_pretrained(src, output_loading_info=True)
     assert info["missing_keys"] == their_info["missing_keys"] == ["multiple_choice_head.summary.bias"]

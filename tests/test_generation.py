@@ -353,7 +353,7 @@ def test_same_shapes_do_not_recompile(small):
         ({"temperature": -1.0}, "temperature"),
         ({"top_p": 0.0, "do_sample": True}, "top_p"),
         ({"top_p": 1.5, "do_sample": True}, "top_p"),
-        ({"top_k": 0, "do_sample": True}, "top_k"),
+        ({"top_k": -1, "do_sample": True}, "top_k"),  # 0 is no filter, as transformers
         ({"num_return_sequences": 2}, "do_sample"),
         ({"attention_mask": np.zeros((3, 7))}, "attention_mask"),
         # 1e-46 is > 0 as a Python float but 0 in float32, where the logits are divided by it
