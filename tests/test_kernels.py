@@ -277,7 +277,7 @@ def test_kernel_lowers_without_fallback(platform, gpu_blocks):
 def test_block_sizes_and_inputs_that_would_compute_wrong_are_refused():
     """Tiles that do not divide the largest (T is padded to it) would skip keys and queries: refused,
     as are head_mask shapes the kernels would read past and dropout rates outside [0, 1)."""
-    with pytest.raises(ValueError, match=r"TPUBlockSizes.block_q must be 128 times a power of two; got 384"):
+    with pytest.raises(ValueError, match=r"TPUBlockSizes.block_q must be a power of two >= 128; got 384"):
         TPUBlockSizes(block_q=384)
     with pytest.raises(ValueError, match=r"GPUBlockSizes.block_k must be a power of two >= 16; got 48"):
         GPUBlockSizes(block_k=48)

@@ -27,6 +27,15 @@ NT_DIMS = (((1,), (1,)), ((), ()))
 TN_DIMS = (((0,), (0,)), ((), ()))
 
 
+def check_tiles(blocks, smallest: int) -> None:
+    """Every `block*` field of a block-size dataclass a power of two >= `smallest`: the kernels pad T
+    to the largest tile, so every other must divide it."""
+    for f in dataclasses.fields(blocks):
+        value = getattr(blocks, f.name)
+        if f.name.startswith("block") and (not isinstance(value, int) or value < smallest or value & (value - 1)):
+            raise ValueError(f"{type(blocks).__name__}.{f.name} must be a power of two >= {smallest}; got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TileMath:
     """Static description of what a kernel applies to each score tile.

@@ -29,6 +29,7 @@ from gpt_flax.kernels.common import (
     TileMath,
     causal_kv_blocks,
     causal_q_blocks,
+    check_tiles,
     kernel_output,
     tile_keep,
     tile_scores,
@@ -61,10 +62,9 @@ class GPUBlockSizes:
     block_k_bwd: int = 64
 
     def __post_init__(self):
+        check_tiles(self, 16)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name.startswith("block") and (not isinstance(value, int) or value < 16 or value & (value - 1)):
-                raise ValueError(f"GPUBlockSizes.{f.name} must be a power of two >= 16; got {value!r}")
             if f.name.startswith("num_warps") and (not isinstance(value, int) or value < 1 or value & (value - 1)):
                 raise ValueError(f"GPUBlockSizes.{f.name} must be a power of two; got {value!r}")
             if f.name.startswith("num_stages") and (not isinstance(value, int) or value < 1):

@@ -38,7 +38,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from gpt_flax.attention import CAUSAL_MASK_VALUE, dropout_keep
-from gpt_flax.kernels.common import TileMath, kernel_output
+from gpt_flax.kernels.common import TileMath, check_tiles, kernel_output
 
 LOG2E = math.log2(math.e)
 # Registers per thread after `setmaxnreg`, by consumer warpgroups per CTA: the producer gives its
@@ -75,10 +75,7 @@ class MosaicBlockSizes:
     wgs_bwd: int = 2
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.startswith("block") and (value < 64 or value & (value - 1)):
-                raise ValueError(f"MosaicBlockSizes.{f.name} must be a power of two >= 64; got {value}")
+        check_tiles(self, 64)
         if self.wgs_bwd not in (1, 2):
             raise ValueError(f"MosaicBlockSizes.wgs_bwd must be 1 or 2; got {self.wgs_bwd}")
         if self.steps < 2 or self.steps_bwd < 2:

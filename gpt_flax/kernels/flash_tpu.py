@@ -23,15 +23,15 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from gpt_flax.kernels.common import TN_DIMS, TileMath, kernel_output, tile_keep, tile_scores
+from gpt_flax.kernels.common import TN_DIMS, TileMath, check_tiles, kernel_output, tile_keep, tile_scores
 
 LANES = 128  # TPU vector lane width: minor block dims are multiples of it (or the full dim)
 
 
 @dataclasses.dataclass(frozen=True)
 class TPUBlockSizes:
-    """Tile sizes: 128 times a power of two (T is padded to the largest, which the others must
-    divide). Not yet tuned on a TPU (none was available)."""
+    """Tile sizes: powers of two >= 128 (T is padded to the largest, which the others must divide).
+    Not yet tuned on a TPU (none was available)."""
 
     block_q: int = 256
     block_k: int = 256
@@ -41,13 +41,10 @@ class TPUBlockSizes:
     block_k_dq: int = 256
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or value < LANES or value % LANES or (value // LANES) & (value // LANES - 1):
-                raise ValueError(f"TPUBlockSizes.{f.name} must be 128 times a power of two; got {value!r}")
+        check_tiles(self, LANES)
 
     def fit(self, seq_len: int) -> TPUBlockSizes:
-        """Shrink blocks longer than the sequence (rounded up to 128 times a power of two)."""
+        """Shrink blocks longer than the sequence (rounded up to a power of two >= 128)."""
         cap = LANES * pl.next_power_of_2(max(1, -(-seq_len // LANES)))
         return TPUBlockSizes(**{f.name: min(getattr(self, f.name), cap) for f in dataclasses.fields(self)})
 
