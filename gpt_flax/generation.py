@@ -745,9 +745,9 @@ class GenerationMixin:
 
 def _file_defaults(file: dict, given: dict) -> dict:
     """The generation_config.json values that default a call's arguments, read as transformers reads
-    them: max_length 20 (GenerationConfig's own default) is "20 new tokens", which is generate's
-    default anyway; temperature 0 turns sampling off; and the sampling
-    options do not count (nor are checked) when the call decodes greedily."""
+    them: max_length 20 (GenerationConfig's own default) means 20 new tokens, generate's default
+    anyway; temperature 0 turns sampling off; the sampling options neither count nor are checked
+    when the call decodes greedily."""
     options = {k: file[k] for k in GENERATION_KEYS if file.get(k) is not None}
     if options.get("max_length") == 20:
         del options["max_length"]

@@ -180,22 +180,18 @@ class FlaxOpenAIGPTPreTrainedModel:
         if not isinstance(new_num_tokens, (int, np.integer)) or isinstance(new_num_tokens, bool) or new_num_tokens < 1:
             raise ValueError(f"new_num_tokens must be a positive integer, got {new_num_tokens!r}")
         new_num_tokens = int(new_num_tokens)
+
+        def resized(rows, seed):
+            added = new_num_tokens - rows.shape[0]
+            if added <= 0:
+                return rows[:new_num_tokens]
+            return jnp.concatenate([rows, _new_embedding_rows(rows, added, mean_resizing, self.config, seed)])
+
         body = self.params if self.head == "base" else self.params["transformer"]
-        old = body["tokens_embed"]["embedding"]
-        added = new_num_tokens - old.shape[0]
-        if added <= 0:
-            table = old[:new_num_tokens]
-        else:
-            table = jnp.concatenate([old, _new_embedding_rows(old, added, mean_resizing, self.config, seed)])
-        body = {**body, "tokens_embed": {"embedding": table}}
+        body = {**body, "tokens_embed": {"embedding": resized(body["tokens_embed"]["embedding"], seed)}}
         params = body if self.head == "base" else {**self.params, "transformer": body}
         if "lm_head" in params:  # untied: its [V, D] rows resized alike, new ones drawn separately
-            rows = params["lm_head"]["kernel"].T
-            if added <= 0:
-                rows = rows[:new_num_tokens]
-            else:
-                rows = jnp.concatenate([rows, _new_embedding_rows(rows, added, mean_resizing, self.config, seed + 1)])
-            params = {**params, "lm_head": {"kernel": rows.T}}
+            params = {**params, "lm_head": {"kernel": resized(params["lm_head"]["kernel"].T, seed + 1).T}}
         self.params = params
         self.config = self.config.replace(vocab_size=new_num_tokens)
         self.module = self.module.clone(config=self.config)
