@@ -106,6 +106,15 @@ def saved_without(model, directory, key: str) -> str:
     return src
 
 
+def loaded_missing(head: str, src: str, key: str):
+    """(ours, transformers') `head` models from `src`, each reporting `key` alone as missing."""
+    ours, info = flax_class(head).from_pretrained(src, output_loading_info=True)
+    theirs, their_info = hf_class(head).from_pretrained(src, output_loading_info=True)
+    assert info["missing_keys"] == their_info["missing_keys"] == [key]
+    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    return ours, theirs
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     rc = main(["convert", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -206,10 +215,7 @@ def test_layers_the_checkpoint_holds_are_loaded_when_others_are_missing(tmp_path
     """As transformers: a stacked tensor missing in some layers keeps the layers that are there."""
     expected = torch_state(torch_models["lm"])
     src = saved_without(torch_models["lm"], tmp_path / "src", "transformer.h.1.mlp.c_fc.weight")
-    ours, info = flax_class("lm").from_pretrained(src, output_loading_info=True)
-    _, their_info = hf_class("lm").from_pretrained(src, output_loading_info=True)
-    assert info["missing_keys"] == their_info["missing_keys"] == ["transformer.h.1.mlp.c_fc.weight"]
-    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    ours, _ = loaded_missing("lm", src, "transformer.h.1.mlp.c_fc.weight")
     kernel = np.asarray(ours.params["transformer"]["h"]["mlp"]["c_fc"]["kernel"])
     assert np.array_equal(kernel[0], expected["transformer.h.0.mlp.c_fc.weight"])
     assert not np.allclose(kernel[1], expected["transformer.h.1.mlp.c_fc.weight"]) and 0 < kernel[1].std() < 0.1
@@ -224,10 +230,7 @@ def test_a_head_the_checkpoint_holds_in_part_keeps_what_it_holds(tmp_path, torch
     weight and initialises only the bias (zeros), in from_pretrained and in `convert`."""
     expected = torch_state(torch_models["double"])
     src = saved_without(torch_models["double"], tmp_path / "src", "multiple_choice_head.summary.bias")
-    ours, info = flax_class("double").from_pretrained(src, output_loading_info=True)
-    theirs, their_info = hf_class("double").from_pretrained(src, output_loading_info=True)
-    assert info["missing_keys"] == their_info["missing_keys"] == ["multiple_choice_head.summary.bias"]
-    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    ours, theirs = loaded_missing("double", src, "multiple_choice_head.summary.bias")
     summary = ours.params["multiple_choice_head"]["summary"]
     assert np.array_equal(np.asarray(summary["kernel"]).T, expected["multiple_choice_head.summary.weight"])
     assert not np.any(np.asarray(summary["bias"]))
