@@ -32,6 +32,9 @@ ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 METADATA_KEYS = frozenset(("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"))
 
 
+# transformers' attribute_map for this model: the generic names of four fields.
+ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
+           "num_hidden_layers": "n_layer"}  # fmt: skip
 # transformers' PretrainedConfig attributes this class does not model: accepted as keyword arguments
 # (into `extra`, and so config.json), as transformers' from_pretrained accepts any config attribute.
 PRETRAINED_CONFIG_KEYS = frozenset((
@@ -239,7 +242,9 @@ class OpenAIGPTConfig:
     def replace(self, **changes) -> OpenAIGPTConfig:
         """A copy with `changes`, taken as transformers takes config keyword arguments: any attribute
         of its PretrainedConfig or of this config.json (kept in `extra`); anything else is a
-        TypeError. label2id renames the labels (id2label follows); it cannot change their count."""
+        TypeError. label2id renames the labels (id2label follows); it cannot change their count.
+        transformers' generic names (hidden_size, num_hidden_layers, ...) set their fields."""
+        changes = {ALIASES.get(k, k): v for k, v in changes.items()}
         if "label2id" in changes:
             label2id = changes.pop("label2id")
             if "id2label" not in changes and label2id is not None:

@@ -723,7 +723,25 @@ class GenerationMixin:
         }
         options = _file_defaults(getattr(self, "generation_config", None) or {}, given)
         options.update({k: v for k, v in given.items() if v is not None})
+        options = self._with_token_defaults(options)
         return self._generate(input_ids, attention_mask, params=params, prng_key=prng_key, streamer=streamer, **options)
+
+    def _with_token_defaults(self, options: dict) -> dict:
+        """`options` with eos and pad as transformers' model.generation_config holds them: when a
+        generation_config.json was loaded (one not merely copied from config.json), the file's
+        alone, config.json's ignored; a missing pad is then the first eos. Without such a file,
+        `options` as given (generate falls back to config.json)."""
+        file = getattr(self, "generation_config", None) or {}
+        if not file or file.get("_from_model_config"):
+            return options
+        options = dict(options)
+        if options.get("eos_token_id") is None:
+            options["eos_token_id"] = file.get("eos_token_id") or []
+        if options.get("pad_token_id") is None:
+            eos = np.atleast_1d(np.asarray(options["eos_token_id"], np.int64))
+            pad = file.get("pad_token_id")
+            options["pad_token_id"] = pad if pad is not None else (int(eos[0]) if eos.size else 0)
+        return options
 
     def _generate(self, input_ids, attention_mask=None, *, params=None, prng_key=None, streamer=None, **options):
         """`generation.generate` with exactly `options` (no generation_config): the pipeline's door."""
@@ -746,14 +764,10 @@ class GenerationMixin:
 def _file_defaults(file: dict, given: dict) -> dict:
     """The generation_config.json values that default a call's arguments, read as transformers reads
     them: max_length 20 (GenerationConfig's own default) means 20 new tokens, generate's default
-    anyway; temperature 0 turns sampling off; the sampling options neither count nor are checked
-    when the call decodes greedily."""
+    anyway; the sampling options neither count nor are checked when the call decodes greedily."""
     options = {k: file[k] for k in GENERATION_KEYS if file.get(k) is not None}
     if options.get("max_length") == 20:
         del options["max_length"]
-    if options.get("temperature") == 0.0:
-        del options["temperature"]
-        options["do_sample"] = False
     if not (given["do_sample"] if given["do_sample"] is not None else options.get("do_sample", False)):
         for name in ("temperature", "top_k", "top_p"):
             options.pop(name, None)

@@ -17,10 +17,11 @@ default 256 new tokens), then the model config's
 `task_specific_params["text-generation"]` (openai-gpt's: do_sample=True, max_length=50; the default
 max_new_tokens still wins over that max_length, as in transformers), then the pipeline's keyword
 arguments, then the call's; the tokenizer's pad token fills stopped rows when neither config
-names a pad_token_id. Two differences, both where transformers fails the user: a max_length
+names a pad_token_id. Three differences, all where transformers fails the user: a max_length
 given without max_new_tokens (to `pipeline` or to the call) is honoured, where transformers warns
-and still generates 256 new tokens; and the default 256 stops at n_positions, where transformers
-runs past the position table and fails.
+and still generates 256 new tokens; the default 256 stops at n_positions, where transformers
+runs past the position table and fails; and `pipeline`'s keyword arguments win over
+task_specific_params, which in transformers override them.
 """
 
 from __future__ import annotations
@@ -69,20 +70,25 @@ class TextGenerationPipeline:
         # the model's generation_config.json fills what the pipeline's defaults leave at
         # GenerationConfig's global defaults (so not max_new_tokens, do_sample, temperature), and a
         # max_length from it other than 20 displaces the default 256 new tokens.
+        # Its generate then lays the file's max_new_tokens back (files of transformers >= 4.50).
+        file = getattr(model, "generation_config", None) or {}
         base = dict(PIPELINE_DEFAULTS)
-        for key, value in (getattr(model, "generation_config", None) or {}).items():
+        for key, value in file.items():
             if key in GLOBAL_DEFAULTS and base.get(key, GLOBAL_DEFAULTS[key]) == GLOBAL_DEFAULTS[key] != value:
                 base[key] = value
         if base.get("max_new_tokens") == PIPELINE_DEFAULTS["max_new_tokens"] and base.get("max_length", 20) != 20:
             del base["max_new_tokens"]
+            if file.get("max_new_tokens") is not None and _version(file.get("transformers_version")) >= (4, 50):
+                base["max_new_tokens"] = file["max_new_tokens"]
         task_params = (model.config.extra or {}).get("task_specific_params") or {}
         self.task_defaults = {**base, **(task_params.get(TASK) or {})}
+        # The tokenizer's pad token when the model's generation settings name none: a loaded
+        # generation_config.json's (config.json's ignored, as transformers), else config.json's.
+        model_pad = (
+            file.get("pad_token_id") if file and not file.get("_from_model_config") else model.config.pad_token_id
+        )
         tokenizer_pad = getattr(tokenizer, "pad_token_id", None)
-        if (
-            self.task_defaults.get("pad_token_id") is None
-            and model.config.pad_token_id is None
-            and tokenizer_pad is not None
-        ):
+        if self.task_defaults.get("pad_token_id") is None and model_pad is None and tokenizer_pad is not None:
             self.task_defaults["pad_token_id"] = tokenizer_pad
         self.defaults = defaults
 
@@ -118,9 +124,16 @@ class TextGenerationPipeline:
                         "no position is left to generate into"
                     )
                 options["max_new_tokens"] = min(options["max_new_tokens"], room)
+        if not options.get("do_sample", False):  # greedy: the sampling options the caller did not give are moot
+            for name in ("temperature", "top_k", "top_p"):
+                if name not in given:
+                    options.pop(name, None)
         n = options.get("num_return_sequences", 1)
-        generate = getattr(self.model, "_generate", self.model.generate)  # options resolved here, file included
-        sequences = generate(ids, attention_mask=mask, **options)
+        if hasattr(self.model, "_generate"):  # options resolved here, generation_config.json included
+            options = self.model._with_token_defaults(options)
+            sequences = self.model._generate(ids, attention_mask=mask, **options)
+        else:
+            sequences = self.model.generate(ids, attention_mask=mask, **options)
         eos = options.get("eos_token_id")
         eos = self.model.config.eos_token_id if eos is None else eos
         results = []
@@ -171,6 +184,16 @@ def _check_options(options: dict) -> None:
     if unknown:
         known = ", ".join(sorted(GENERATE_OPTIONS | PIPELINE_OPTIONS))
         raise TypeError(f"text-generation does not take {', '.join(unknown)}; it takes {known}")
+
+
+def _version(text) -> tuple:
+    """(major, minor) of a transformers_version string; a missing one counts as new."""
+    if text is None:
+        return (10**6, 0)
+    try:
+        return tuple(int(x) for x in str(text).split(".")[:2])
+    except ValueError:
+        return (0, 0)
 
 
 def _own_length(rows, eos) -> np.ndarray:

@@ -158,6 +158,10 @@ def test_a_fractional_mask_value_pads_its_key_in_every_impl():
         out, _ = attention(*qkv(), impl=impl, attention_mask=mask)
         np.testing.assert_allclose(out, ref, atol=1e-5, err_msg=impl)
     # Rows without an unpadded key: transformers' softmax is uniform over the keys of the largest m.
-    soft = jnp.asarray([[0.5, 0.25] * 4 + [0.5], [0.0, 0.0, 0.3] + [0.0] * (T - 3)], jnp.float32)
+    # (1 - 1e-9 rounds to 1 in float32: that key's bias equals the zeros', so they all tie.)
+    soft = jnp.asarray([[0.5, 0.25] * 4 + [0.5], [0.0, 1e-9, 0.3] + [0.0] * (T - 3)], jnp.float32)
+    ref, _ = xla_attention(*qkv(), attention_mask=soft)
+    np.testing.assert_allclose(attention(*qkv(), impl="pallas", attention_mask=soft)[0], ref, atol=1e-5)
+    soft = jnp.asarray([[0.5, 0.25] * 4 + [0.5], [0.0, 1e-9, 0.0] + [0.0] * (T - 3)], jnp.float32)
     ref, _ = xla_attention(*qkv(), attention_mask=soft)
     np.testing.assert_allclose(attention(*qkv(), impl="pallas", attention_mask=soft)[0], ref, atol=1e-5)

@@ -135,3 +135,5 @@ def test_keyword_arguments_as_transformers_takes_them():
     with pytest.raises(ValueError, match="label2id names 3 labels but the config has num_labels=2"):
         config.replace(label2id={"a": 0, "b": 1, "c": 2})
     assert config.replace(extra=None, prefix="x").extra == {"prefix": "x"}
+    aliased = config.replace(num_hidden_layers=1, hidden_size=48, num_attention_heads=4, max_position_embeddings=9)
+    assert (aliased.n_layer, aliased.n_embd, aliased.n_head, aliased.n_positions) == (1, 48, 4, 9)

@@ -616,3 +616,26 @@ def test_generation_config_json_values_read_as_transformers_reads_them(model_dir
         json.dump({"max_new_tokens": 30}, f)
     generator = pipeline("text-generation", model=str(directory))
     assert len(generator("One", max_length=6, return_tensors=True)[0]["generated_token_ids"]) == 6
+
+    # A generation_config.json replaces config.json's eos and pad (transformers reads the file alone).
+    eos = int(hf_generate(theirs, ids, max_new_tokens=12)[0, 3 + 3])
+    with open(directory / "config.json") as f:
+        config = json.load(f)
+    with open(directory / "config.json", "w") as f:
+        json.dump({**config, "eos_token_id": eos}, f)
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        expected = theirs.generate(torch.tensor(ids)).numpy()
+    assert expected.shape[1] == 3 + 30  # past the config's eos
+    np.testing.assert_array_equal(ours.generate(ids), expected)
+    assert ours.generate(ids, max_new_tokens=30, pad_token_id=0).shape[1] == 3 + 30
+
+    # In the pipeline: a file's max_length clears the default 256 new tokens, and a file of
+    # transformers >= 4.50 then lays its max_new_tokens back (an older one leaves the length to
+    # task_specific_params' max_length, 50); greedy calls ignore its sampling options.
+    for version, length in (("4.56.2", 1 + 5), ("4.26.0", 50)):
+        with open(directory / "generation_config.json", "w") as f:
+            json.dump({"max_length": 30, "max_new_tokens": 5, "top_p": 0.0, "transformers_version": version}, f)
+        generator = pipeline("text-generation", model=str(directory), do_sample=False)
+        assert len(generator("One", return_tensors=True)[0]["generated_token_ids"]) == length, version

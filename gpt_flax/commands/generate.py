@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None,
                    help="sample from the smallest set of tokens whose probability exceeds this, in (0, 1]")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: a fresh one)")
-    p.add_argument("--num-return-sequences", type=int, default=1, help="sequences to sample for the prompt")
+    p.add_argument("--num-return-sequences", type=int, default=None, help="sequences to sample for the prompt (default 1)")
     p.add_argument("--stream", action="store_true", help="print the text as it is produced (one sequence)")
     p.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
                    help=f"directory for JAX's persistent compilation cache; '' to disable (default {DEFAULT_COMPILE_CACHE})")
@@ -52,10 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _generate_options(args) -> dict:
-    names = ("max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    options["num_return_sequences"] = args.num_return_sequences
-    return options
+    names = ("max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed", "num_return_sequences")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _check_local(path: str, what: str) -> None:
@@ -112,8 +110,9 @@ def run(args) -> int:
         for result in generator(args.prompt, **options):
             print(result["generated_text"])
         return 0
-    if args.num_return_sequences != 1:
+    if args.num_return_sequences not in (None, 1):
         raise ValueError("--stream prints one sequence; drop --num-return-sequences or --stream")
+    options["num_return_sequences"] = 1  # whatever the model's generation_config.json says
     prompt_ids = generator.tokenizer(args.prompt)["input_ids"]
     streamer = TextStreamer(generator.tokenizer, prompt_ids)
     sys.stdout.write(args.prompt)

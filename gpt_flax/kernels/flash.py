@@ -383,10 +383,12 @@ def _unseeing_rows(out, v, attention_mask, row_hash, hm, math_: TileMath):
     real = attended_keys(attention_mask)  # [B, S]
     any_real = jnp.any(real, axis=1)
     first = jnp.where(any_real, jnp.argmax(real, axis=1), seq)  # [B]
-    # A row with no unpadded key: every bias is about (1 - m) * finfo.min, so the keys of its largest
-    # m (all keys when all are 0) tie, and every query's softmax is uniform over them.
-    m = attention_mask.astype(jnp.float32)
-    keys = jnp.where(any_real[:, None], real, m == jnp.max(m, axis=1, keepdims=True)).astype(jnp.float32)
+    # A row with no unpadded key: every bias (1 - m) * finfo.min is so large that the scores are lost
+    # beside it, so the keys of its largest bias tie (all keys when all m are 0, or round 1 - m to 1)
+    # and every query's softmax is uniform over them.
+    bias = (1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min
+    largest = bias == jnp.max(bias, axis=1, keepdims=True)
+    keys = jnp.where(any_real[:, None], real, largest).astype(jnp.float32)
     weight = keys / jnp.sum(keys, axis=1, keepdims=True)  # [B, S]: the uniform probabilities
     unseeing = jnp.arange(seq)[None, :] < first[:, None]  # [B, T]
 
