@@ -23,6 +23,8 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 from gpt_flax.attention import CAUSAL_MASK_VALUE, attended_keys, causal_mask, dropout_keep, dropout_row_hash
 from gpt_flax.kernels import flash_gpu, flash_mgpu, flash_tpu
@@ -91,7 +93,7 @@ def _gpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpre
         plan.math, blocks, q, k, v, bias, row_hash, hm, lse, delta, do, interpret=interpret
     )
     unpad = (slice(None), slice(0, seq), slice(None), slice(0, head_dim))
-    return dq[unpad], dk[unpad], dv[unpad], jnp.sum(dhm_rows[:, :, :seq], axis=(0, 2))
+    return dq[unpad], dk[unpad], dv[unpad], jnp.sum(dhm_rows[:, :, :seq], axis=2)
 
 
 # -- the Hopper lowering (Mosaic GPU): [B, T, H, K] kept, T padded, head_mask folded into v -------
@@ -122,9 +124,9 @@ def _mosaic_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, inter
     )
     dq, dk, dv_scaled = (x[:, :seq] for x in (dq, dk, dv_scaled))
     if not plan.math.has_head_mask:
-        return dq, dk, dv_scaled, jnp.zeros_like(hm)
+        return dq, dk, dv_scaled, jnp.zeros((q.shape[0], hm.shape[0]), jnp.float32)
     dv = (dv_scaled.astype(jnp.float32) * hm[None, None, :, None]).astype(v.dtype)
-    dhm = jnp.einsum("bthk,bthk->h", dv_scaled.astype(jnp.float32), v.astype(jnp.float32))
+    dhm = jnp.einsum("bthk,bthk->bh", dv_scaled.astype(jnp.float32), v.astype(jnp.float32))
     return dq, dk, dv, dhm
 
 
@@ -190,7 +192,7 @@ def _tpu_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, interpre
     def back(x):
         return jnp.transpose(x[:, :, :seq, :head_dim], (0, 2, 1, 3))
 
-    return back(dq), back(dk), back(dv), jnp.sum(dhm_rows[:, :, :seq, 0], axis=(0, 2))
+    return back(dq), back(dk), back(dv), jnp.sum(dhm_rows[:, :, :seq, 0], axis=2)
 
 
 # -- the XLA lowering (CPU for attention_impl="auto", and any platform without a kernel) -------
@@ -206,8 +208,8 @@ def _xla_output(plan, q, k, v, bias, row_hash, hm):
     if m.has_dropout:
         keep = dropout_keep(row_hash[..., None], jnp.arange(seq, dtype=jnp.uint32), m.dropout_rate)
         probs = jnp.where(keep, probs / (1.0 - m.dropout_rate), 0.0)
-    if m.has_head_mask:
-        probs = probs * hm[None, :, None, None]
+    if m.has_head_mask:  # hm [H], or [B, H] (the backward's, for d head_mask per batch row)
+        probs = probs * hm[..., :, None, None]
     return jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v), scores
 
 
@@ -218,7 +220,8 @@ def _xla_forward(plan, q, k, v, bias, row_hash, hm):
 
 def _xla_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do):
     del lse, delta
-    _, vjp = jax.vjp(lambda q, k, v, hm: _xla_output(plan, q, k, v, bias, row_hash, hm)[0], q, k, v, hm)
+    hm_rows = jnp.broadcast_to(hm, (q.shape[0], hm.shape[0]))
+    _, vjp = jax.vjp(lambda q, k, v, hm: _xla_output(plan, q, k, v, bias, row_hash, hm)[0], q, k, v, hm_rows)
     return vjp(do)
 
 
@@ -235,7 +238,7 @@ def _cpu(plan, gpu_fn, tpu_fn):
     return None
 
 
-def _forward(plan, *args):
+def _forward_here(plan, *args):
     """(out [B, T, H, K], lse [B, H, T] float32) from the kernel of the platform being lowered for."""
     if plan.cpu == "interpret_mosaic":  # see the note above
         return _mosaic_forward(plan, *args, interpret=True)
@@ -249,8 +252,8 @@ def _forward(plan, *args):
     )
 
 
-def _backward(plan, *args):
-    """(dq, dk, dv, d head_mask [H]) from the kernel of the platform being lowered for."""
+def _backward_here(plan, *args):
+    """(dq, dk, dv, d head_mask per batch row [B, H]) from the kernel of the platform being lowered for."""
     if plan.cpu == "interpret_mosaic":
         return _mosaic_backward(plan, *args, interpret=True)
     xla = functools.partial(_xla_backward, plan)
@@ -261,6 +264,53 @@ def _backward(plan, *args):
         tpu=functools.partial(_tpu_backward, plan),
         default=xla,
     )
+
+
+# -- under jit with inputs sharded over devices ------------------------------------------------
+# To XLA's partitioner a kernel is one opaque call: it would gather B and H onto every device and
+# run the whole batch on each. Every output of the kernels belongs to one (batch row, head) (the
+# dropout row hashes come in computed from global indices, d head_mask comes out per batch row),
+# so `custom_partitioning` lets each device run them on its own slice of B and H; T and K are
+# gathered whole. The rules name the operands' axes in `_forward_here` / `_backward_here` order.
+FORWARD_RULE = "b t h k, b t h k, b t h k, b t, b h t, h -> b t h k, b h t"
+BACKWARD_RULE = "b t h k, b t h k, b t h k, b t, b h t, h, b h t, b h t, b t h k -> b t h k, b t h k, b t h k, b h"
+
+
+def _per_batch_and_head(fn, rule: str):
+    operands, results = ([tuple(a.split()) for a in side.split(",")] for side in rule.split("->"))
+
+    def shardings(arg_shapes, axes_lists):
+        q = arg_shapes[0].sharding  # q's batch and head axes (mesh axis names, tuples of them, or None)
+        if not isinstance(q, NamedSharding):
+            raise TypeError(f"flash_attention under jit takes inputs with a NamedSharding; got {q}")
+        spec = tuple(q.spec) + (None,) * (4 - len(q.spec))
+        split = {"b": spec[0], "h": spec[2]}
+        return tuple(NamedSharding(q.mesh, PartitionSpec(*(split.get(a) for a in axes))) for axes in axes_lists)
+
+    def infer(plan, mesh, arg_shapes, result_shape):
+        return shardings(arg_shapes, results)
+
+    def partition(plan, mesh, arg_shapes, result_shape):
+        local = functools.partial(fn, plan)
+        return arg_shapes[0].sharding.mesh, local, shardings(arg_shapes, results), shardings(arg_shapes, operands)
+
+    partitioned = custom_partitioning(fn, static_argnums=(0,))
+    partitioned.def_partition(
+        partition, infer_sharding_from_operands=infer, sharding_rule=rule, need_replication_factors=("t", "k")
+    )
+
+    def call(plan, *args):
+        # One device: nothing to partition (and `custom_partitioning` has no vmap rule, so a
+        # single-device program keeps vmap). Mosaic GPU's interpreter carries effects it refuses.
+        if jax.device_count() == 1 or plan.cpu == "interpret_mosaic":
+            return fn(plan, *args)
+        return partitioned(plan, *args)
+
+    return call
+
+
+_forward = _per_batch_and_head(_forward_here, FORWARD_RULE)
+_backward = _per_batch_and_head(_backward_here, BACKWARD_RULE)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -279,7 +329,7 @@ def _flash_bwd(plan, residuals, do):
     # dropout and head_mask folded into O.
     delta = jnp.einsum("bthk,bthk->bht", do.astype(jnp.float32), out.astype(jnp.float32))
     dq, dk, dv, dhm = _backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do.astype(q.dtype))
-    return dq, dk, dv, None, None, dhm.astype(hm.dtype)
+    return dq, dk, dv, None, None, jnp.sum(dhm, axis=0).astype(hm.dtype)
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
@@ -309,7 +359,9 @@ def flash_attention(
     interpreter, whatever the platform: for tests on the CPU, called eagerly, since under
     `jax.jit` JAX 0.10's interpreter was seen to hang on batches of two) or "xla". `gpu_kernel` picks what is lowered for CUDA: "triton", "mosaic" (the
     Hopper kernels: bfloat16/float16, head_dim 64 or 128) or "auto" (see `_resolve_gpu_kernel`).
-    Block sizes default per platform and head size.
+    Block sizes default per platform and head size. Under `jax.jit` with inputs sharded over
+    several devices, each device runs the kernels on its share of B and H (T and K gathered whole);
+    such a program cannot be exported with `jax.export`, the same program inside `jax.shard_map` can.
     """
     if q.ndim != 4:
         raise ValueError(f"flash_attention takes q, k, v of shape [B, T, H, K]; got {q.shape=}")
