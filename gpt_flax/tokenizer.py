@@ -114,7 +114,10 @@ class OpenAIGPTTokenizer:
     ):
         unknown = set(special_tokens) - set(SPECIAL_TOKEN_NAMES)
         if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}; special tokens are {SPECIAL_TOKEN_NAMES}")
+            raise TypeError(
+                f"OpenAIGPTTokenizer got unexpected arguments {sorted(unknown)}; besides its named options it takes "
+                f"the special tokens {SPECIAL_TOKEN_NAMES}"
+            )
         if tokenizer_file is not None:
             require_file(tokenizer_file, "tokenizer file")
             self._backend = load_backend(tokenizer_file)
@@ -138,7 +141,11 @@ class OpenAIGPTTokenizer:
         self._added_token_splitter = None
         for token_id, token in sorted((added_tokens_decoder or {}).items()):
             self._restore_added_token(token, token_id)
-        self.add_special_tokens({"unk_token": unk_token, **{k: v for k, v in special_tokens.items() if v is not None}})
+        special_tokens["unk_token"] = unk_token
+        # New special tokens take ids in transformers' role order (bos, eos, unk, sep, pad, cls, mask), not the
+        # order the keywords came in, so a model trained with transformers' tokenizer reads the same rows.
+        roles = {k: special_tokens[k] for k in SPECIAL_TOKEN_NAMES if special_tokens.get(k) is not None}
+        self.add_special_tokens(roles)
         if additional_special_tokens:
             self.add_special_tokens({"additional_special_tokens": list(additional_special_tokens)})
         if original:
@@ -360,7 +367,10 @@ class OpenAIGPTTokenizer:
         self._added_token_splitter = None
         if special_tokens:
             tokens = [_as_special_token(t, "new_tokens") for t in tokens]
-            self._additional_special_tokens += [t.content for t in tokens if t.content not in self.all_special_tokens]
+            if self.original:  # the slow tokenizer also lists them as additional special tokens; the fast one does not
+                self._additional_special_tokens += [
+                    t.content for t in tokens if t.content not in self.all_special_tokens
+                ]
             return self._backend.add_special_tokens(tokens)
         if self.original:  # as the slow tokenizer: lowercase normalized new words (do_lower_case), count the new ones
             tokens = [_lowercased(t) for t in tokens]
@@ -444,6 +454,8 @@ class OpenAIGPTTokenizer:
         if max_length is not None:
             examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original) for e in examples]
         columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
+        if max_length is None:
+            self._warn_if_too_long(columns["input_ids"])
         if return_token_type_ids:
             columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]
         if return_special_tokens_mask:
@@ -554,6 +566,11 @@ class OpenAIGPTTokenizer:
         if pad_to_multiple_of is not None and (type(pad_to_multiple_of) is not int or pad_to_multiple_of < 1):
             raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
         if max_length is not None and padding is False and truncation is None:
+            warnings.warn(
+                "max_length without truncation: truncating with 'longest_first', as transformers does; pass "
+                "truncation=True (or a strategy such as 'only_first' for pairs) to say so",
+                stacklevel=3,
+            )
             truncation = True  # transformers: a bare max_length turns truncation on
         if padding is True:
             if max_length is not None and truncation in (None, False, "do_not_truncate"):
@@ -592,6 +609,19 @@ class OpenAIGPTTokenizer:
             )
         pad_to = {"do_not_pad": None, "longest": "longest", "max_length": max_length}[padding]
         return pad_to, (max_length if truncate else None), (strategy if truncate else None)
+
+    def _warn_if_too_long(self, rows: list[list[int]]) -> None:
+        """transformers' warning (once per tokenizer) for an untruncated row longer than model_max_length."""
+        limit = self._max_length_limit
+        longest = max(map(len, rows), default=0)
+        if limit is None or longest <= limit or getattr(self, "_warned_too_long", False):
+            return
+        self._warned_too_long = True
+        warnings.warn(
+            f"Token indices sequence length is longer than the specified maximum sequence length for this model "
+            f"({longest} > {limit}). Running this sequence through the model will result in indexing errors",
+            stacklevel=3,
+        )
 
     def _encode_many(self, texts: list[str], with_offsets: bool):
         """(ids per text, offsets per text or None), before truncation and padding."""
@@ -734,7 +764,7 @@ class OpenAIGPTTokenizer:
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         """Ids -> text: tokens joined, each '</w>' a space (lowercased, as GPT sees text)."""
-        ids = [int(token_ids)] if isinstance(token_ids, (int, np.integer)) else _as_id_list(token_ids, "token_ids")
+        ids = [int(token_ids)] if _is_int_scalar(token_ids) else _as_id_list(token_ids, "token_ids")
         text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         return self._clean_up(text, clean_up_tokenization_spaces)
 
@@ -930,6 +960,13 @@ def _check_str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__}")
     return value
+
+
+def _is_int_scalar(value: Any) -> bool:
+    """A Python or numpy int, or a 0-d integer array or tensor (`tok.decode(next_token[0])`)."""
+    if isinstance(value, (int, np.integer)):
+        return True
+    return hasattr(value, "shape") and len(value.shape) == 0 and np.issubdtype(np.asarray(value).dtype, np.integer)
 
 
 def _as_id_list(ids: Any, what: str) -> list[int]:

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 
 import jax
 import numpy as np
@@ -743,3 +744,67 @@ def test_original_loads_fast_saved_added_token_in_its_casing(tmp_path):
     ours.add_tokens(["Fox"])
     ref.add_tokens(["Fox"])  # added here, so lowercased: matched in any casing
     assert ours.encode(text + " Fox fox FOX") == ref.encode(text + " Fox fox FOX")
+
+
+@pytest.mark.parametrize(
+    "special", [{"pad_token": "<pad>", "bos_token": "<s>"}, {"pad_token": "<pad>", **TASK_TOKENS, "mask_token": "<m>"}]
+)
+def test_special_tokens_given_to_the_constructor_take_transformers_ids(tmp_path, special):
+    """New special tokens are numbered in transformers' role order, whatever order the keywords come in."""
+    text = " ".join(special.values())
+    shutil.copy(VOCAB, tmp_path / "vocab.json")
+    shutil.copy(MERGES, tmp_path / "merges.txt")
+    pairs = [
+        (OpenAIGPTTokenizer(VOCAB, MERGES, **special), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES, **special)),
+        (
+            OpenAIGPTTokenizer.from_pretrained(tmp_path, **special),
+            transformers.OpenAIGPTTokenizerFast.from_pretrained(tmp_path, **special),
+        ),
+    ]
+    for ours, ref in pairs:
+        assert ours.encode(text) == ref.encode(text)
+        assert {k: getattr(ours, k + "_id") for k in special} == {k: getattr(ref, k + "_id") for k in special}
+    original = OpenAIGPTTokenizer(VOCAB, MERGES, original=True, **special)
+    assert original.encode(text) == transformers.OpenAIGPTTokenizer(VOCAB, MERGES, **special).encode(text)
+
+
+def test_decode_takes_a_single_id_in_any_form(ours, hf_fast):
+    import torch
+
+    for token_id in (3570, np.int64(3570), np.array(3570), jax.numpy.array(3570), torch.tensor(3570)):
+        assert ours.decode(token_id) == hf_fast.decode(token_id) == "hello"
+    with pytest.raises(TypeError, match="int ids"):
+        ours.decode(np.array(1.5))
+
+
+def test_add_tokens_as_special_lists_them_as_each_pipeline_does(hf_fast, hf_slow):
+    """The fast tokenizer keeps such tokens out of additional_special_tokens (so skip_special_tokens keeps them
+    in convert_ids_to_tokens); the slow one lists them."""
+    pairs = [
+        (OpenAIGPTTokenizer(VOCAB, MERGES), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)),
+        (OpenAIGPTTokenizer(VOCAB, MERGES, original=True), transformers.OpenAIGPTTokenizer(VOCAB, MERGES)),
+    ]
+    for ours, ref in pairs:
+        for tok in (ours, ref):
+            tok.add_tokens(["<S1>"], special_tokens=True)
+        ids = ref.encode("a <S1> b")
+        assert ours.encode("a <S1> b") == ids
+        assert ours.special_tokens_map == ref.special_tokens_map
+        for skip in (False, True):
+            assert ours.convert_ids_to_tokens(ids, skip_special_tokens=skip) == ref.convert_ids_to_tokens(
+                ids, skip_special_tokens=skip
+            )
+
+
+def test_warns_as_transformers_about_length(caplog):
+    ours = OpenAIGPTTokenizer(VOCAB, MERGES, model_max_length=8)
+    ref = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES, model_max_length=8)
+    long = "one two three four five six seven eight nine ten eleven"
+    with pytest.warns(UserWarning, match=r"longer than the specified maximum sequence length .*\(11 > 8\)"):
+        assert ours.encode(long) == ref.encode(long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per tokenizer, as transformers
+        ours.encode(long)
+        ours.encode(long, truncation=True)
+    with pytest.warns(UserWarning, match="max_length without truncation"):
+        assert ours("a b c d", max_length=3)["input_ids"] == ref("a b c d", max_length=3)["input_ids"]
