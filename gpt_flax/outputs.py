@@ -2,7 +2,7 @@
 
 Fields that are None are dropped by `to_tuple()`, which gives transformers' `return_dict=False`
 order. Outputs index like transformers' ModelOutput: by field name or by position among the
-fields that are set.
+fields that are set, and iterate over those names.
 """
 
 from __future__ import annotations
@@ -14,19 +14,39 @@ from flax import struct
 
 
 class ModelOutput:
+    """A mapping over the fields that are set, as transformers' ModelOutput (an OrderedDict): `"loss" in out`,
+    `out.keys()`, `out.items()`, iteration over the names; `out[0]` by position, `out.to_tuple()`."""
+
     def to_tuple(self) -> tuple:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self else default
 
     def __getitem__(self, key):
         if isinstance(key, str):
+            if key not in self:
+                raise KeyError(key)
             return getattr(self, key)
         return self.to_tuple()[key]
 
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
     def __iter__(self):
-        return iter(self.to_tuple())
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
 
 @struct.dataclass

@@ -115,7 +115,9 @@ def run_both(model, tm, inputs, **flags):
 
 
 def assert_outputs_close(ours, theirs, atol=ATOL, valid=None):
-    """Every field transformers returns, ours too, within atol (only where `valid` if given)."""
+    """Every field transformers returns, ours too (the same names in the same order), within atol (only where
+    `valid` if given)."""
+    assert list(ours) == list(theirs) == list(ours.keys())
     for name, value in theirs.items():
         mine = getattr(ours, name)
         assert mine is not None, f"{name} missing from our output"
@@ -226,6 +228,22 @@ def test_return_dict_false_matches_transformers_tuple():
                     np.testing.assert_allclose(np.asarray(x), n(y), atol=ATOL)
             else:
                 np.testing.assert_allclose(np.asarray(a), n(b), atol=ATOL, rtol=1e-5)
+
+
+def test_outputs_are_mappings_like_transformers():
+    """`"loss" in out`, iteration over names, items, values, len and get, as transformers' ModelOutput."""
+    model, tm = flax_and_torch("lm", small_config())
+    inputs = make_inputs("lm", model.config)
+    for with_labels in (False, True):
+        given = {**inputs, "labels": inputs["input_ids"]} if with_labels else inputs
+        ours, theirs = run_both(model, tm, given)
+        assert ("loss" in ours) == ("loss" in theirs) == with_labels
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+        assert [k for k, _ in ours.items()] == list(theirs.keys())
+        np.testing.assert_allclose(np.asarray(ours.values()[-1]), n(list(theirs.values())[-1]), atol=ATOL)
+        assert (ours.get("loss") is None) == (theirs.get("loss") is None)
+    with pytest.raises(KeyError):
+        model(**inputs)["loss"]
 
 
 # -- the multiple-choice summary and the classification losses ----------------------------------
