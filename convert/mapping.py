@@ -123,6 +123,9 @@ class LoadResult:
     # Stacked entries the checkpoint holds only some layers of: tree path -> the layers it holds.
     # `params` has the stack of those layers alone there; the caller initialises the others.
     partial_layers: dict = dataclasses.field(default_factory=dict)
+    # With ignore_mismatched_sizes: (HF key, checkpoint shape, the config's shape), left out of
+    # `params` (the caller initialises them) and of both lists above, as transformers reports them.
+    mismatched_keys: list = dataclasses.field(default_factory=list)
 
 
 def _set(tree: dict, path: tuple, value) -> None:
@@ -161,10 +164,14 @@ def _stack(arrays: list, to_flax: Callable, dtype=None) -> np.ndarray:
     return out
 
 
+class ShapeMismatchError(ValueError):
+    """A checkpoint tensor whose shape is not the one the config gives."""
+
+
 def _check_shape(key: str, array, expected: tuple) -> None:
     """The shape the config gives, and floating values: every weight of the model is one."""
     if tuple(array.shape) != tuple(expected):
-        raise ValueError(
+        raise ShapeMismatchError(
             f"checkpoint tensor {key!r} has shape {tuple(array.shape)} but the config expects {tuple(expected)}"
         )
     if not is_floating(array.dtype):
@@ -173,35 +180,46 @@ def _check_shape(key: str, array, expected: tuple) -> None:
         )
 
 
-def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
+def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatched_sizes: bool = False) -> LoadResult:
     """Map an HF state dict (numpy arrays, keys with or without `transformer.`) onto our tree.
 
     Per-layer tensors are stacked into [L, ...]. `dtype` casts floating tensors (None keeps them).
-    A shape that does not fit the config raises ValueError naming the key and both shapes.
+    A shape that does not fit the config raises ValueError naming the key and both shapes, or, with
+    `ignore_mismatched_sizes`, leaves that tensor to be initialised anew (`mismatched_keys`).
     """
     # Accept both layouts, as transformers' from_pretrained does.
     body = {k.removeprefix(PREFIX): k for k in state_dict}
     used: set = set()
     missing: list = []
+    mismatched: list = []
     params: dict = {}
     partial_layers: dict = {}
+
+    def fits(key: str, expected: tuple) -> bool:
+        """Whether checkpoint tensor `key` has the config's shape; raises unless mismatches are ignored."""
+        array = state_dict[key]
+        if ignore_mismatched_sizes and tuple(array.shape) != tuple(expected):
+            mismatched.append((key, tuple(array.shape), tuple(expected)))
+            used.add(key)
+            return False
+        _check_shape(key, array, expected)
+        return True
+
     body_root = () if head == "base" else ("transformer",)
     out_prefix = "" if head == "base" else PREFIX
     cast = partial(_cast, dtype=dtype)
 
     for entry in BODY_TABLE:
         keys = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
-        present = [k for k in keys if k in body]
+        missing.extend(out_prefix + k for k in keys if k not in body)
+        present = [k for k in keys if k in body and fits(body[k], entry.shape(config))]
         if len(present) < len(keys):
-            missing.extend(out_prefix + k for k in keys if k not in body)
             if not (entry.per_layer and present):
                 continue
-            partial_layers[body_root + entry.flax] = [i for i, k in enumerate(keys) if k in body]
+            partial_layers[body_root + entry.flax] = [i for i, k in enumerate(keys) if k in present]
             keys = present  # load the layers that are there, as transformers does
         arrays = [state_dict[body[k]] for k in keys]
-        for k, array in zip(keys, arrays):
-            _check_shape(body[k], array, entry.shape(config))
-            used.add(body[k])
+        used.update(body[k] for k in keys)
         value = _stack(arrays, entry.to_flax, dtype) if entry.per_layer else entry.to_flax(cast(arrays[0]))
         _set(params, body_root + entry.flax, value)
 
@@ -209,9 +227,9 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         if entry.hf not in state_dict:
             missing.append(entry.hf)
             continue
-        array = state_dict[entry.hf]
-        _check_shape(entry.hf, array, entry.shape(config))
-        _set(params, entry.flax, entry.to_flax(cast(array)))
+        if not fits(entry.hf, entry.shape(config)):
+            continue
+        _set(params, entry.flax, entry.to_flax(cast(state_dict[entry.hf])))
         used.add(entry.hf)
     if head == "double":  # summary_use_proj=False: a head with no weights, still a node of the tree
         params.setdefault("multiple_choice_head", {})
@@ -225,7 +243,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None) -> LoadResult:
         shared = source is not None and getattr(lm_head, "source", None) == source
         mismatch = not shared and tokens is not None and not np.array_equal(cast(lm_head), tokens)
     unexpected = sorted(k for k in state_dict if k not in used and not _BUFFER.match(k))
-    return LoadResult(params, missing, unexpected, mismatch, partial_layers)
+    return LoadResult(params, missing, unexpected, mismatch, partial_layers, mismatched)
 
 
 def flax_to_hf(params: dict, config, head: str, dtype=None) -> dict:

@@ -251,6 +251,7 @@ class FlaxOpenAIGPTPreTrainedModel:
         revision: str | None = None,
         cache_dir: str | None = None,
         output_loading_info: bool = False,
+        ignore_mismatched_sizes: bool = False,
         **config_overrides,
     ):
         """Load a checkpoint (a local directory or a Hub id) into this head.
@@ -258,9 +259,12 @@ class FlaxOpenAIGPTPreTrainedModel:
         Reads transformers' checkpoints (safetensors or pytorch_model.bin, sharded or not), our Flax
         format (`save_pretrained`) and OpenAI's original release (`convert.readers`). Heads the
         checkpoint lacks are newly initialised and reported; keys this head does not use are
-        reported. `config_overrides` (e.g. num_labels=3) change the config read from disk.
+        reported. `config_overrides` (e.g. num_labels=3) change the config read from disk; a tensor
+        whose shape then differs from the checkpoint's is an error, or with `ignore_mismatched_sizes`
+        newly initialised and reported (a classifier re-headed for a new number of labels).
         """
-        from convert.mapping import hf_to_flax
+        _refuse_torch_options(config_overrides)
+        from convert.mapping import ShapeMismatchError, hf_to_flax
         from convert.readers import load_checkpoint
 
         checkpoint = load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir, config=config)
@@ -268,9 +272,16 @@ class FlaxOpenAIGPTPreTrainedModel:
         if config_overrides:
             config = config.replace(**config_overrides)
         config = cls._adapt_config(config)
-        loaded = hf_to_flax(checkpoint.state_dict, config, cls.head, dtype=np.dtype(param_dtype))
+        try:
+            loaded = hf_to_flax(checkpoint.state_dict, config, cls.head, np.dtype(param_dtype), ignore_mismatched_sizes)
+        except ShapeMismatchError as error:
+            if not config_overrides:
+                raise
+            raise ShapeMismatchError(
+                f"{error} (set by {sorted(config_overrides)}); pass ignore_mismatched_sizes=True to initialise it anew"
+            ) from None
         model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
-        if loaded.missing_keys:
+        if loaded.missing_keys or loaded.mismatched_keys:
             model.params = _fill_missing(loaded.params, model, seed, loaded.partial_layers)
         else:
             model.params = _to_jax(loaded.params)
@@ -281,6 +292,17 @@ class FlaxOpenAIGPTPreTrainedModel:
                 name,
                 path_or_hub_id,
                 loaded.missing_keys,
+            )
+        if loaded.mismatched_keys:
+            logger.warning(
+                "Some weights of %s were not initialized from the checkpoint at %s and are newly initialized "
+                "because the shapes did not match:\n%s",
+                name,
+                path_or_hub_id,
+                "\n".join(
+                    f"- {k}: found shape {a} in the checkpoint and {b} in the model"
+                    for k, a, b in loaded.mismatched_keys
+                ),
             )
         if loaded.unexpected_keys:
             logger.warning(
@@ -296,7 +318,11 @@ class FlaxOpenAIGPTPreTrainedModel:
             )
         if isinstance(model, GenerationMixin):
             model.generation_config = read_generation_config(checkpoint.directory)
-        model.loading_info = {"missing_keys": loaded.missing_keys, "unexpected_keys": loaded.unexpected_keys}
+        model.loading_info = {
+            "missing_keys": loaded.missing_keys,
+            "unexpected_keys": loaded.unexpected_keys,
+            "mismatched_keys": [key for key, _, _ in loaded.mismatched_keys],  # names, as transformers
+        }
         return (model, model.loading_info) if output_loading_info else model
 
     def save_pretrained(self, directory, format: str = "flax", *, dtype: str | None = None, bin: bool = False):
@@ -344,6 +370,23 @@ def _to_jax(tree: dict) -> dict:
         value = tree.pop(key)
         out[key] = _to_jax(value) if isinstance(value, dict) else jnp.asarray(value)
     return out
+
+
+# transformers' PyTorch from_pretrained options: named here, so they are not mistaken for config fields.
+TORCH_OPTIONS = {
+    "torch_dtype": "pass param_dtype= (the weights) and dtype= (the computation), e.g. jnp.bfloat16",
+    "device_map": "place the params with jax.device_put",
+    "low_cpu_mem_usage": "loading already reads each tensor once, straight into its place",
+    "attn_implementation": "set attention_impl ('auto', 'pallas', 'cudnn', 'xla')",
+    "trust_remote_code": "there is no remote code to run",
+    "use_safetensors": "the format is found from the files present",
+}
+
+
+def _refuse_torch_options(kwargs: dict) -> None:
+    for name, hint in TORCH_OPTIONS.items():
+        if name in kwargs:
+            raise TypeError(f"from_pretrained does not take {name}= (a PyTorch option of transformers'): {hint}")
 
 
 def _fill_missing(partial: dict, model, seed: int, partial_layers: dict | None = None) -> dict:

@@ -244,6 +244,40 @@ def test_a_head_the_checkpoint_holds_in_part_keeps_what_it_holds(tmp_path, torch
     assert np.array_equal(converted["multiple_choice_head/summary/kernel"].T, expected["multiple_choice_head.summary.weight"])
 
 
+@pytest.mark.parametrize(
+    ("head", "change", "key"),
+    [("cls", {"num_labels": 5}, "score.weight"), ("lm", {"vocab_size": 40}, "transformer.tokens_embed.weight")],
+)
+def test_ignore_mismatched_sizes_initialises_anew_as_transformers(tmp_path, torch_models, head, change, key):
+    """A classifier re-headed for 5 labels, an LM for a larger vocabulary: the tensor whose shape changed is
+    newly drawn and reported as transformers reports it; everything else loads. Without the flag, a clear error."""
+    src = save_hf(torch_models[head], tmp_path / "src", "safetensors")
+    ours, info = flax_class(head).from_pretrained(src, **change, ignore_mismatched_sizes=True, output_loading_info=True)
+    theirs, their_info = hf_class(head).from_pretrained(
+        src, **change, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert info["mismatched_keys"] == their_info["mismatched_keys"] == [key]
+    assert info["missing_keys"] == their_info["missing_keys"] == []
+    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
+    expected = torch_state(torch_models[head])
+    body = ours.params["transformer"]
+    assert np.array_equal(body["h"]["mlp"]["c_fc"]["kernel"][1], expected["transformer.h.1.mlp.c_fc.weight"])
+    assert np.array_equal(body["positions_embed"]["embedding"], expected["transformer.positions_embed.weight"])
+    new = np.asarray(ours.params["score"]["kernel"] if head == "cls" else body["tokens_embed"]["embedding"])
+    assert new.shape == tuple(theirs.state_dict()[key].shape)[::-1 if head == "cls" else 1]
+    assert 0 < new.std() < 0.1  # normal(0, initializer_range), newly drawn
+    with pytest.raises(ValueError, match=rf"'{key}' has shape .* ignore_mismatched_sizes=True"):
+        flax_class(head).from_pretrained(src, **change)
+
+
+def test_pytorch_only_from_pretrained_options_are_named(tmp_path, torch_models):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "safetensors")
+    with pytest.raises(TypeError, match=r"torch_dtype=.*param_dtype="):
+        flax_class("lm").from_pretrained(src, torch_dtype="bfloat16")
+    with pytest.raises(TypeError, match="no attribute 'not_an_option'"):
+        flax_class("lm").from_pretrained(src, not_an_option=1)
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
