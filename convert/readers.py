@@ -25,7 +25,7 @@ from convert.mapping import HEADS, _set, flax_paths, flax_to_hf, head_from_archi
 from convert.safetensors_io import open_safetensors, read_safetensors
 from convert.torch_zip import read_torch_zip
 from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig
-from gpt_flax.hub import hub_offline
+from gpt_flax.hub import online_repo_files
 
 FLAX_WEIGHTS_NAME = "flax_model.safetensors"
 FLAX_FORMAT = "gpt-flax"  # the `format` in our Flax file's safetensors metadata
@@ -164,7 +164,9 @@ def _read_flax(path: str, config: OpenAIGPTConfig) -> tuple[str, dict]:
     expected = {"/".join(p) for p in paths}
     if set(tensors) != expected:
         odd = sorted(set(tensors) ^ expected)
-        raise ValueError(f"{path} does not hold the {head} param tree of its config: {len(odd)} paths differ, e.g. {odd[:3]}")
+        raise ValueError(
+            f"{path} does not hold the {head} param tree of its config: {len(odd)} paths differ, e.g. {odd[:3]}"
+        )
     tree: dict = {}
     for p in paths:
         _set(tree, p, np.asarray(tensors["/".join(p)]))
@@ -201,9 +203,9 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> 
 
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        if hub_offline():
+        files = online_repo_files(repo_id, revision)
+        if files is None:  # HF_HUB_OFFLINE, or no network: the cached snapshot, as transformers
             return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
-        files = set(hub.list_repo_files(repo_id, revision=revision))
         fmt = next((f for f, name in FORMATS.items() if name in files), None)
         if fmt is None:
             raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
@@ -213,10 +215,13 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> 
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
     except errors.LocalEntryNotFoundError:
         raise OSError(
-            f"{where} is not a local directory and HF_HUB_OFFLINE is set with no cached copy: pass a local model directory"
+            f"{where} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set) "
+            "and there is no cached copy: pass a local model directory"
         ) from None
     except errors.RepositoryNotFoundError:
-        raise FileNotFoundError(f"{repo_id!r} is not a local directory nor a Hub repo (or the repo is private)") from None
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory nor a Hub repo (or the repo is private)"
+        ) from None
     except errors.RevisionNotFoundError:
         raise ValueError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
     except FileNotFoundError:
@@ -225,4 +230,3 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> 
         raise OSError(
             f"could not fetch {where} from the Hugging Face Hub ({type(e).__name__}); pass a local model directory instead"
         ) from None
-

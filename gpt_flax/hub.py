@@ -46,6 +46,21 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
+def online_repo_files(repo_id: str, revision: str | None) -> frozenset | None:
+    """The files of a Hub repo, or None where only the cache can be read: HF_HUB_OFFLINE is set, or the
+    Hub cannot be reached (no network), where transformers falls back to the cache too."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if hub_offline():
+        return None
+    try:
+        return _repo_files(repo_id, revision)
+    except OSError as error:  # connection errors are OSErrors; an HTTP answer (404, 401, ...) is the Hub's
+        if isinstance(error, HfHubHTTPError):
+            raise
+        return None
+
+
 @functools.lru_cache(maxsize=32)
 def _repo_files(repo_id: str, revision: str | None) -> frozenset:
     """The files of a Hub repo: one request, which fails at once without network (a file download
@@ -65,9 +80,10 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
         RevisionNotFoundError,
     )
 
-    offline = hub_offline()
     try:
-        if not offline and filename not in _repo_files(repo_id, revision):
+        files = online_repo_files(repo_id, revision)
+        offline = files is None
+        if not offline and filename not in files:
             if required:
                 raise FileNotFoundError(f"{filename} not found in Hub repo {repo_id}")
             return None
@@ -80,8 +96,8 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
         if offline and not required:
             return None
         raise OSError(
-            f"{repo_id!r} is not a local directory and the Hugging Face Hub cannot be reached (no cached "
-            f"{filename}); without network access pass a local model directory instead"
+            f"{repo_id!r} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is "
+            f"set) and there is no cached {filename}: pass a local model directory instead"
         ) from None
     except EntryNotFoundError:
         if required:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -454,6 +455,40 @@ def test_hub_id_offline_reads_the_cached_snapshot(tmp_path, torch_models, monkey
     report = convert("someone/tiny-gpt", tmp_path / "dst", cache_dir=str(tmp_path / "cache"))
     assert report.source_format == "safetensors"
     assert set(read_state_dict(tmp_path / "dst")) == set(torch_state(torch_models["lm"]))
+
+
+def test_hub_id_without_network_falls_back_to_the_cache(tmp_path, torch_models, monkeypatch):
+    """No HF_HUB_OFFLINE, but the Hub cannot be reached: the cached snapshot is read, as transformers does
+    (model, tokenizer and convert); a repo not in the cache is one clear line."""
+    import huggingface_hub
+    import requests
+
+    from gpt_flax import OpenAIGPTTokenizer
+
+    def unreachable(*args, **kwargs):
+        raise requests.ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", unreachable)
+    repo = tmp_path / "cache" / "models--someone--tiny-gpt"
+    snapshot = repo / "snapshots" / "0123abcd"
+    save_hf(torch_models["lm"], snapshot, "safetensors")
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(fixtures, name), snapshot / name)
+    os.makedirs(repo / "refs")
+    (repo / "refs" / "main").write_text("0123abcd")
+    cache = str(tmp_path / "cache")
+
+    model = flax_class("lm").from_pretrained("someone/tiny-gpt", cache_dir=cache)
+    np.testing.assert_allclose(
+        flax_outputs(model, "lm")["logits"], torch_outputs(torch_models["lm"], "lm", model.config)["logits"], atol=1e-5
+    )
+    assert OpenAIGPTTokenizer.from_pretrained("someone/tiny-gpt", cache_dir=cache).encode("hello") == [3570]
+    assert convert("someone/tiny-gpt", tmp_path / "dst", cache_dir=cache).source_format == "safetensors"
+    with pytest.raises(OSError, match="cannot be reached .* no cached copy: pass a local model directory"):
+        flax_class("lm").from_pretrained("someone/elsewhere", cache_dir=cache)
 
 
 # -- atomic writes, save_pretrained, the command line ----------------------------------------------
