@@ -51,14 +51,23 @@ def check_destination(dst: str, overwrite: bool) -> None:
         raise FileExistsError(f"{dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
         raise FileExistsError(f"{dst} exists and is not empty; pass overwrite (--overwrite) to replace its checkpoint")
+    ancestor = os.path.dirname(os.path.realpath(dst))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise NotADirectoryError(f"cannot write the checkpoint to {dst}: {ancestor} is a file, not a directory")
 
 
 @contextlib.contextmanager
 def atomic_directory(dst: str, overwrite: bool = False):
-    """Yield a temporary directory; on a clean exit its files become `dst`'s, on an error they vanish."""
+    """Yield a temporary directory; on a clean exit its files become `dst`'s, on an error they vanish.
+
+    A `dst` that is a symlink (to a directory, or to one yet to be made) is written through: the files
+    land in its target, and the link stays."""
     check_destination(dst, overwrite)
-    parent = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(dst))}.tmp-{secrets.token_hex(4)}")
+    target = os.path.realpath(dst)
+    parent = os.path.dirname(target)
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.tmp-{secrets.token_hex(4)}")
     try:
         os.makedirs(parent, exist_ok=True)
         os.mkdir(tmp)
@@ -67,7 +76,7 @@ def atomic_directory(dst: str, overwrite: bool = False):
     try:
         yield tmp
         _fsync_dir(tmp)
-        _commit(tmp, dst)
+        _commit(tmp, target)
         _fsync_dir(parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

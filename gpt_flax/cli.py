@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from gpt_flax.commands import COMMANDS
@@ -32,8 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler, `timeout`, `kill`) as an exception, so that the staging directories of
+    atomic writes are removed on the way out, as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        previous = None
     try:
         status = args._run(args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
@@ -41,6 +55,9 @@ def main(argv: list | None = None) -> int:
     except KeyboardInterrupt:
         print("gpt-flax: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("gpt-flax: terminated", file=sys.stderr)
+        return 143  # as a shell reports a process killed by SIGTERM
     except BrokenPipeError:  # the reader went away (`gpt-flax generate ... | head`): stop quietly
         _silence_stdout()
         return 141  # as a shell reports a process killed by SIGPIPE
@@ -48,6 +65,9 @@ def main(argv: list | None = None) -> int:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gpt-flax {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_stdout() -> None:

@@ -116,3 +116,59 @@ def test_generate_into_a_closed_pipe_stops_quietly(tmp_path):
         process.stdout.close()  # the reader is gone before the first word
         err = process.stderr.read().decode()
         assert process.wait(timeout=300) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("target", ["empty", "missing"])
+def test_a_symlinked_destination_is_written_through(tmp_path, capsys, target):
+    """Output directories are often links into scratch space: the checkpoint lands in the link's
+    target (an empty directory, or one the link names but that does not exist yet), the link stays."""
+    scratch = tmp_path / "scratch" / "run1"
+    if target == "empty":
+        scratch.mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(scratch, target_is_directory=True)
+    assert main(["init-random", str(link), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]) == 0
+    assert link.is_symlink() and (scratch / "config.json").is_file() and (scratch / "tokenizer.json").is_file()
+    assert FlaxOpenAIGPTLMHeadModel.from_pretrained(link).config.n_embd == 8
+    model = FlaxOpenAIGPTLMHeadModel.from_pretrained(link)
+    model.save_pretrained(tmp_path / "again")
+    (tmp_path / "again-link").symlink_to(tmp_path / "again")
+    model.save_pretrained(tmp_path / "again-link", format="hf")  # save_pretrained replaces a checkpoint
+    assert (tmp_path / "again" / "model.safetensors").is_file() and (tmp_path / "again-link").is_symlink()
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n] and not os.listdir(tmp_path / "scratch")[1:]
+
+
+def test_a_destination_under_a_file_names_the_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    args = ["init-random", str(tmp_path / "afile" / "out"), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8"]
+    assert main([*args, "--n-head", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"gpt-flax init-random: error: cannot write the checkpoint to {tmp_path / 'afile' / 'out'}: "
+        f"{tmp_path / 'afile'} is a file, not a directory"
+    )
+
+
+def test_sigterm_while_writing_leaves_nothing_behind(tmp_path):
+    """A scheduler's SIGTERM in the middle of a write: exit 143 with one line, no staging directory."""
+    out = tmp_path / "demo"
+    script = f"""
+import sys, time
+from convert import writers
+real = writers.write_safetensors
+def slow(*args, **kwargs):
+    written = real(*args, **kwargs)
+    print("writing", flush=True)
+    time.sleep(120)
+    return written
+writers.write_safetensors = slow
+from gpt_flax.cli import main
+sys.exit(main(["init-random", {str(out)!r}, "--tokenizer", {FIXTURES!r}, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "writing"
+    process.terminate()
+    assert process.wait(timeout=60) == 143
+    assert process.stderr.read().strip() == "gpt-flax: terminated"
+    assert os.listdir(tmp_path) == []
