@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable
 
 import numpy as np
 
 from convert import original
-from convert.mapping import HEADS, _set, flax_paths, flax_to_hf, head_from_architectures, infer_head
+from convert.mapping import ARCHITECTURES, HEADS, _set, flax_paths, flax_to_hf, head_from_architectures, infer_head
 from convert.safetensors_io import open_safetensors, read_safetensors
 from convert.torch_zip import read_torch_zip
-from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig
+from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig, read_json_object
 from gpt_flax.hub import online_repo_files
+
+logger = logging.getLogger("gpt_flax")
 
 FLAX_WEIGHTS_NAME = "flax_model.safetensors"
 FLAX_FORMAT = "gpt-flax"  # the `format` in our Flax file's safetensors metadata
@@ -113,10 +116,28 @@ def read_state_dict(
 
 
 def find_format(directory: str) -> str:
-    for fmt, name in FORMATS.items():
-        if os.path.isfile(os.path.join(directory, name)):
-            return fmt
-    raise FileNotFoundError(f"no weights in {directory} (looked for {', '.join(FORMATS.values())})")
+    """The checkpoint format of `directory`. Where both our Flax file and transformers' weights are
+    there (transformers' save_pretrained into a directory of ours, or the reverse), config.json, which
+    the last save wrote, tells which is current by the classes its `architectures` name."""
+    present = [fmt for fmt, name in FORMATS.items() if os.path.isfile(os.path.join(directory, name))]
+    if not present:
+        raise FileNotFoundError(f"no weights in {directory} (looked for {', '.join(FORMATS.values())})")
+    if present[0] != "flax" or len(present) == 1:
+        return present[0]
+    config_path = os.path.join(directory, CONFIG_NAME)
+    architectures = read_json_object(config_path).get("architectures") if os.path.isfile(config_path) else None
+    names = set(architectures) if isinstance(architectures, list) else set()
+    transformers_classes = {name for name, _ in ARCHITECTURES.values()}
+    chosen = present[1] if names and names <= transformers_classes else "flax"
+    logger.warning(
+        "%s holds both %s and %s; reading %s (config.json's architectures: %s)",
+        directory,
+        FORMATS["flax"],
+        FORMATS[present[1]],
+        FORMATS[chosen],
+        architectures,
+    )
+    return chosen
 
 
 # -- one reader per format -------------------------------------------------------------------

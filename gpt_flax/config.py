@@ -68,10 +68,10 @@ def read_json_object(path: str | os.PathLike) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path} does not hold a JSON object")  # noqa: TRY004 (bad file content)
+        raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")  # noqa: TRY004 (bad file content)
     return d
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from gpt_flax import config
+
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 TOKENIZER_FILE = "tokenizer.json"
@@ -111,13 +113,7 @@ def added_token_to_json(token: AddedToken) -> dict[str, Any]:
 
 def read_json_object(path: str) -> dict:
     """A JSON object file (tokenizer_config.json, ...), special tokens given as strings."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}")  # noqa: TRY004
+    content = config.read_json_object(path)
     if isinstance(content.get("additional_special_tokens"), list):
         content["additional_special_tokens"] = [content_of_entry(v) for v in content["additional_special_tokens"]]
     return {k: (content_of_entry(v) if k in SPECIAL_TOKEN_NAMES else v) for k, v in content.items()}

@@ -110,7 +110,7 @@ def test_numpy_values_are_stored_as_python_ones_json_can_write():
 
 def test_bad_config_file(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="not valid UTF-8 JSON"):
         OpenAIGPTConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="JSON object"):

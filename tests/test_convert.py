@@ -279,6 +279,23 @@ def test_pytorch_only_from_pretrained_options_are_named(tmp_path, torch_models):
         flax_class("lm").from_pretrained(src, not_an_option=1)
 
 
+def test_transformers_saving_over_our_checkpoint_is_what_loads(tmp_path, torch_models, caplog):
+    """transformers' save_pretrained into a directory of ours leaves our flax_model.safetensors beside its
+    model.safetensors; config.json, written last, names transformers' class, so its weights load (with a
+    warning that both are there)."""
+    first = save_hf(torch_models["lm"], tmp_path / "first", "safetensors")
+    flax_class("lm").from_pretrained(first).save_pretrained(tmp_path / "d")  # our format
+    other = randomize(hf_class("lm")(hf_tiny_config()), 99)
+    other.save_pretrained(tmp_path / "d")
+    assert {"flax_model.safetensors", "model.safetensors"} <= set(os.listdir(tmp_path / "d"))
+    with caplog.at_level("WARNING", logger="gpt_flax"):
+        model = flax_class("lm").from_pretrained(tmp_path / "d")
+    assert "holds both flax_model.safetensors and model.safetensors; reading model.safetensors" in caplog.text
+    np.testing.assert_allclose(
+        flax_outputs(model, "lm")["logits"], torch_outputs(other, "lm", model.config)["logits"], atol=1e-5
+    )
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
