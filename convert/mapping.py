@@ -189,6 +189,9 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatche
     """
     # Accept both layouts, as transformers' from_pretrained does.
     body = {k.removeprefix(PREFIX): k for k in state_dict}
+    if "tokens_embed.weight" not in body and TIED_KEY in state_dict and config.tie_word_embeddings:
+        # A tied pair saved under one name, the head's (safetensors.torch.save_model keeps that one).
+        body["tokens_embed.weight"] = TIED_KEY
     used: set = set()
     missing: list = []
     mismatched: list = []

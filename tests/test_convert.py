@@ -296,6 +296,29 @@ def test_transformers_saving_over_our_checkpoint_is_what_loads(tmp_path, torch_m
     )
 
 
+def test_a_tied_pair_saved_under_the_head_name_alone_loads(tmp_path, torch_models):
+    """safetensors.torch.save_model keeps one name of the tied pair, lm_head.weight: it is the token table
+    (transformers 4.56 fails on such a file; we load it, and convert it)."""
+    from safetensors.torch import save_model
+
+    model = torch_models["lm"]
+    src = tmp_path / "src"
+    model.config.save_pretrained(src)
+    save_model(model, str(src / "model.safetensors"))
+    assert "transformer.tokens_embed.weight" not in load_file(src / "model.safetensors")
+    ours, info = flax_class("lm").from_pretrained(src, output_loading_info=True)
+    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    np.testing.assert_allclose(
+        flax_outputs(ours, "lm")["logits"], torch_outputs(model, "lm", ours.config)["logits"], atol=1e-5
+    )
+    report = convert(src, tmp_path / "dst", to="hf")
+    assert report.missing_keys == [] and report.unused_keys == []
+    assert np.array_equal(
+        load_file(tmp_path / "dst" / "model.safetensors")["transformer.tokens_embed.weight"],
+        torch_state(model)["transformer.tokens_embed.weight"],
+    )
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
