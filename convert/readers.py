@@ -24,7 +24,7 @@ import numpy as np
 from convert import original
 from convert.mapping import ARCHITECTURES, HEADS, _set, flax_paths, flax_to_hf, head_from_architectures, infer_head
 from convert.safetensors_io import open_safetensors, read_safetensors
-from convert.torch_zip import read_torch_zip
+from convert.torch_zip import read_torch_bin
 from gpt_flax.config import CONFIG_NAME, OpenAIGPTConfig, read_json_object
 from gpt_flax.hub import online_repo_files
 
@@ -170,8 +170,8 @@ def _read_sharded(directory: str, index_name: str, read_one: Callable[[str], dic
 _READERS = {
     "safetensors": lambda d: read_safetensors(os.path.join(d, SAFETENSORS_NAME)),
     "safetensors-sharded": lambda d: _read_sharded(d, SAFETENSORS_INDEX_NAME, read_safetensors),
-    "bin": lambda d: read_torch_zip(os.path.join(d, BIN_NAME)),
-    "bin-sharded": lambda d: _read_sharded(d, BIN_INDEX_NAME, read_torch_zip),
+    "bin": lambda d: read_torch_bin(os.path.join(d, BIN_NAME)),
+    "bin-sharded": lambda d: _read_sharded(d, BIN_INDEX_NAME, read_torch_bin),
 }
 
 

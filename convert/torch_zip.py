@@ -6,6 +6,11 @@ A `torch.save` file (torch >= 1.6, `torch/serialization.py`) is a zip archive `<
 `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)` and every
 storage a persistent id `("storage", torch.<Type>Storage, key, location, numel)`.
 
+torch's format before 1.6 (still written with `_use_new_zipfile_serialization=False`) is one stream:
+pickles of a magic number, a protocol version and system info, then the state dict's pickle (storages
+as persistent ids `("storage", torch.<Type>Storage, key, location, numel, view)`), the storage keys'
+pickle, and each storage's raw bytes after an int64 item count. `read_torch_bin` reads either.
+
 A pickle can call any importable function, so files from strangers are read by an unpickler whose
 `find_class` admits exactly the globals above (mapped to our own functions, never torch's) and
 refuses anything else by name before it can be called. Tensors come back lazy (`convert.tensors`).
@@ -16,6 +21,7 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
 import re
 import struct
@@ -135,6 +141,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise UnsafeCheckpointError(f"refused {self.path}: unknown persistent id {pid!r:.80}")
         _, kind, key, _location, numel = pid
+        if self.records is None:  # the legacy stream: where the storage's bytes are is known after the pickle
+            if not isinstance(key, str) or not isinstance(numel, int):
+                raise ValueError(f"{self.path}: malformed storage id {pid!r:.80}")
+            return self.storages.setdefault(key, _Storage(self.path, key, None, kind.dtype, numel))
         record = f"{self.prefix}data/{key}"
         if not isinstance(key, str) or not STORAGE_KEY.match(key) or record not in self.records:
             raise ValueError(f"{self.path}: storage {key!r} has no data record")
@@ -158,12 +168,13 @@ def read_torch_zip(path: str) -> dict[str, Tensor]:
             if prefix + "byteorder" in names and zf.read(prefix + "byteorder") != b"little":
                 raise ValueError(f"{path} stores big-endian tensors, which are not supported")
             data = zf.read(pickles[0])
-            records = {i.filename: (_data_offset(zf, i), i.file_size) for i in zf.infolist() if i.filename.startswith(prefix + "data/")}
+            records = {
+                i.filename: (_data_offset(zf, i), i.file_size)
+                for i in zf.infolist()
+                if i.filename.startswith(prefix + "data/")
+            }
     except zipfile.BadZipFile as e:
-        raise ValueError(
-            f"{path} is not a readable torch zip checkpoint ({e}); it may be truncated, or saved in torch's "
-            "pre-1.6 format (re-save it with torch.save)"
-        ) from None
+        raise ValueError(f"{path} is not a readable torch zip checkpoint ({e}); it may be truncated") from None
     try:
         state = _RestrictedUnpickler(io.BytesIO(data), path, prefix, records).load()
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as e:
@@ -183,6 +194,63 @@ def _data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | None:
         raise zipfile.BadZipFile(f"bad local header for {info.filename}")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
     return info.header_offset + 30 + name_len + extra_len
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
+
+
+class _LegacyUnpickler(_RestrictedUnpickler):
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage":
+            if pid[5] is not None:
+                raise ValueError(
+                    f"{self.path}: storage views of torch < 1.0 are not supported; re-save it with torch.save"
+                )
+            pid = pid[:5]
+        return super().persistent_load(pid)
+
+
+def _plain_pickle(f, path: str):
+    """One of the legacy stream's header pickles: plain data, no globals."""
+    return _RestrictedUnpickler(f, path, "", None).load()
+
+
+def read_torch_legacy(path: str) -> dict[str, Tensor]:
+    """{name: Tensor} of a state dict in torch's pre-1.6 stream format, through the restricted unpickler."""
+    try:
+        with open(path, "rb") as f:
+            if _plain_pickle(f, path) != LEGACY_MAGIC:
+                raise ValueError(f"{path} is not a torch checkpoint (neither a zip archive nor torch's older format)")
+            _plain_pickle(f, path)  # protocol version
+            info = _plain_pickle(f, path)
+            if isinstance(info, dict) and not info.get("little_endian", True):
+                raise ValueError(f"{path} stores big-endian tensors, which are not supported")
+            unpickler = _LegacyUnpickler(f, path, "", None)
+            state = unpickler.load()
+            keys = _plain_pickle(f, path)
+            if not isinstance(keys, list) or set(keys) != set(unpickler.storages):
+                raise ValueError(f"{path}: the storage list does not match the tensors' storages")
+            for key in keys:
+                storage = unpickler.storages[key]
+                count = f.read(8)
+                if len(count) != 8 or struct.unpack("<q", count)[0] != storage.numel:
+                    raise ValueError(f"{path}: storage {key!r} is truncated or not {storage.numel} items")
+                storage.offset = f.tell()
+                f.seek(storage.numel * storage.dtype.itemsize, io.SEEK_CUR)
+            if f.tell() > os.fstat(f.fileno()).st_size:
+                raise ValueError(f"{path} is truncated: its storages end past the end of the file")
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
+    return dict(state)
+
+
+def read_torch_bin(path: str) -> dict[str, Tensor]:
+    """A `pytorch_model.bin` in either of torch's formats: the zip archive (torch >= 1.6) or the older stream."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    return read_torch_zip(path) if zipped else read_torch_legacy(path)
 
 
 # -- writing -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from convert import original, writers
 from convert.mapping import ARCHITECTURES, HEADS
 from convert.pipeline import convert
 from convert.readers import read_state_dict
-from convert.torch_zip import read_torch_zip
+from convert.torch_zip import read_torch_bin, read_torch_zip
 from convert.verify import sample_inputs
 from gpt_flax import modeling
 from gpt_flax.cli import main
@@ -188,6 +188,35 @@ def test_torch_zip_reader_is_bit_exact_on_views_shared_storage_and_dtypes(tmp_pa
         expected = value.view(torch.int16).numpy() if value.dtype == torch.bfloat16 else value.numpy()
         got = np.asarray(read[key])
         assert np.array_equal(got.view(np.int16) if value.dtype == torch.bfloat16 else got, expected), key
+
+
+@pytest.mark.parametrize("head", ["lm", "cls"])
+def test_a_pre_1_6_torch_bin_is_read(tmp_path, torch_models, head):
+    """torch's stream format (before 1.6, and `_use_new_zipfile_serialization=False`), with a bfloat16
+    tensor and a strided view sharing a storage: read without torch, as torch.load reads it."""
+    model = torch_models[head]
+    src = tmp_path / "src"
+    model.config.save_pretrained(src)
+    torch.save(model.state_dict(), src / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    ours = flax_class(head).from_pretrained(src)
+    expected = torch_outputs(model, head, ours.config)
+    for name, value in flax_outputs(ours, head).items():
+        np.testing.assert_allclose(value, expected[name], atol=1e-5)
+    assert convert(src, tmp_path / "dst").source_format == "bin"
+
+    base = torch.randn(6, 4)
+    odd = {"bf": torch.randn(4, 2).to(torch.bfloat16), "view": base[1:5, ::2], "base": base, "i": torch.arange(7)}
+    torch.save(odd, tmp_path / "odd.bin", _use_new_zipfile_serialization=False)
+    read = read_torch_bin(str(tmp_path / "odd.bin"))
+    for key, value in odd.items():
+        got, want = np.asarray(read[key]), value
+        if want.dtype == torch.bfloat16:
+            got, want = got.view(np.int16), want.view(torch.int16)
+        assert np.array_equal(got, want.numpy()), key
+    data = (tmp_path / "odd.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        read_torch_bin(str(tmp_path / "cut.bin"))
 
 
 # -- heads, dtypes ----------------------------------------------------------------------------
@@ -405,15 +434,16 @@ class _Evil:
         return self.func, (self.arg,)
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 @pytest.mark.parametrize("call", ["os.system", "builtins.eval"])
-def test_malicious_bin_is_refused_before_anything_runs(tmp_path, capsys, torch_models, call):
+def test_malicious_bin_is_refused_before_anything_runs(tmp_path, capsys, torch_models, call, legacy):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     marker = tmp_path / "pwned"
     payload = (
         _Evil(os.system, f"touch {marker}") if call == "os.system" else _Evil(eval, f"open({str(marker)!r}, 'w')")
     )
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
-    torch.save({**state, "zz.evil": payload}, os.path.join(src, "pytorch_model.bin"))
+    torch.save({**state, "zz.evil": payload}, os.path.join(src, "pytorch_model.bin"), _use_new_zipfile_serialization=not legacy)
     rc, _, err = run_cli(capsys, src, tmp_path / "dst")
     assert rc == 1 and "refused" in err and len(err.strip().splitlines()) == 1, err
     assert ("system" in err) if call == "os.system" else (".eval," in err), err  # pickle protocol 2 names it __builtin__.eval
