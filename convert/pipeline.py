@@ -58,7 +58,9 @@ class ConvertReport:
             f"unused keys: {', '.join(self.unused_keys) or 'none'}",
         ]
         if self.tied_lm_head_mismatch:
-            lines.append("warning: lm_head.weight differs from tokens_embed.weight; the head is tied, so it was ignored")
+            lines.append(
+                "warning: lm_head.weight differs from tokens_embed.weight; the head is tied, so it was ignored"
+            )
         lines.append(f"written: {self.bytes_written:,} bytes in {len(self.files)} files ({', '.join(self.files)})")
         lines.append(f"time: {self.seconds:.2f} s")
         return lines
@@ -89,9 +91,14 @@ def load_params(
         )
     body_unused = [k for k in loaded.unexpected_keys if _BODY_KEY.match(k.removeprefix(PREFIX))]
     if body_unused:
+        layers = [int(m.group(1)) for k in body_unused if (m := re.match(r"h\.(\d+)\.", k.removeprefix(PREFIX)))]
+        why = (
+            f"layers past its n_layer={config.n_layer}"
+            if layers and max(layers) >= config.n_layer
+            else "names the model does not have"
+        )
         raise ValueError(
-            f"{checkpoint.directory} holds transformer weights its config has no place for (n_layer={config.n_layer}?), "
-            f"e.g. {body_unused[:3]}"
+            f"{checkpoint.directory} holds transformer weights its config has no place for ({why}), e.g. {body_unused[:3]}"
         )
     params = loaded.params
     if loaded.missing_keys:

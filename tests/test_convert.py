@@ -472,6 +472,13 @@ def _fewer_layers(src):
         json.dump(d, f)
 
 
+def _unknown_layer_tensor(src):
+    from safetensors.numpy import save_file
+
+    path = os.path.join(src, "model.safetensors")
+    save_file({**load_file(path), "transformer.h.0.attn.masked_bias": np.zeros(1, np.float32)}, path)
+
+
 def _no_config(src):
     os.remove(os.path.join(src, "config.json"))
 
@@ -494,7 +501,8 @@ def _index_disagrees(src):
     [
         (_truncate, "safetensors", "truncated"),
         (_misfit_config, "safetensors", "config expects (40, 24)"),
-        (_fewer_layers, "safetensors", "n_layer=1"),
+        (_fewer_layers, "safetensors", "layers past its n_layer=1"),
+        (_unknown_layer_tensor, "safetensors", "names the model does not have"),
         (_no_config, "safetensors", "has no config.json"),
         (_no_weights, "safetensors", "no weights in"),
         (_index_disagrees, "safetensors-sharded", "disagree"),
