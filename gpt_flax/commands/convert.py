@@ -72,7 +72,12 @@ def run(args) -> int:
     if not torch_available():
         print("verify: skipped, torch and transformers are not installed")
         return 0
-    diffs, scale = verify(report, **options)
+    try:
+        diffs, scale = verify(report, **options)
+    except (OSError, ValueError, RuntimeError) as error:  # transformers could not load or run a side
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"gpt-flax convert: error: {args.dst} was written, but --verify failed: {first}", file=sys.stderr)
+        return 1
     worst = max(diffs.values())
     print(f"verify: max abs difference {', '.join(f'{k} {v:.3g}' for k, v in diffs.items())} (outputs up to {scale:.3g})")
     if worst > TOLERANCE * max(1.0, scale):
