@@ -74,19 +74,21 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
             + (" (both were given)" if ids is not None else " (neither was given)")
         )
     # transformers' base and LM models view any [..., T] as [-1, T] (and give [..., T, D] back); the
-    # double-heads model needs [B, C, T], the classifier [B, T].
-    rank = {"double": 3, "cls": 2}.get(head)
+    # double-heads model takes [B, C, T] (or [B, T]: one sequence, one mc logit per row), the classifier [B, T].
+    ranks = {"double": (2, 3), "cls": (2,)}.get(head)
     dims = {"double": "[batch, choices, seq_len]", "cls": "[batch, seq_len]"}.get(head, "[..., seq_len]")
     if ids is not None:
-        if ids.ndim != rank if rank else ids.ndim < 1:
-            raise ValueError(f"input_ids must be {dims}, got shape {tuple(ids.shape)}")
+        if ids.ndim not in ranks if ranks else ids.ndim < 1:
+            also = " or [batch, seq_len]" if head == "double" else ""
+            raise ValueError(f"input_ids must be {dims}{also}, got shape {tuple(ids.shape)}")
         _check_int("input_ids", ids)
         _check_range("input_ids", ids, 0, config.vocab_size)
         shape = tuple(ids.shape)
     else:
-        if (embeds.ndim != rank + 1 if rank else embeds.ndim < 2) or embeds.shape[-1] != config.n_embd:
+        if (embeds.ndim - 1 not in ranks if ranks else embeds.ndim < 2) or embeds.shape[-1] != config.n_embd:
+            also = f" or [batch, seq_len, n_embd={config.n_embd}]" if head == "double" else ""
             raise ValueError(
-                f"inputs_embeds must be {dims[:-1]}, n_embd={config.n_embd}], got shape {tuple(embeds.shape)}"
+                f"inputs_embeds must be {dims[:-1]}, n_embd={config.n_embd}]{also}, got shape {tuple(embeds.shape)}"
             )
         shape = tuple(embeds.shape[:-1])
     rank = len(shape)
@@ -140,8 +142,9 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
 def _validate_double(config, shape, a) -> None:
     mc_ids, mc_labels = a.get("mc_token_ids"), a.get("mc_labels")
     if mc_ids is not None and config.summary_type == "cls_index":  # the other summaries ignore it, as transformers'
-        if tuple(mc_ids.shape) != shape[:2]:
-            raise ValueError(f"mc_token_ids must be [batch, choices] = {shape[:2]}, got shape {tuple(mc_ids.shape)}")
+        if tuple(mc_ids.shape) != shape[:-1]:
+            what = "[batch, choices]" if len(shape) == 3 else "[batch]"
+            raise ValueError(f"mc_token_ids must be {what} = {shape[:-1]}, got shape {tuple(mc_ids.shape)}")
         _check_int("mc_token_ids", mc_ids)
         _check_range("mc_token_ids", mc_ids, 0, shape[-1])
     if mc_labels is not None:
@@ -149,7 +152,7 @@ def _validate_double(config, shape, a) -> None:
         # transformers' loss is cross_entropy(mc_logits.view(-1, last axis), mc_labels.view(-1)). mc_logits run over
         # choices for cls_index ([B, C]), transformers' other summaries leave [B, T] (see heads); without a
         # projection to one value per choice they keep a last axis of the summary's width.
-        lead = shape[:2] if config.summary_type == "cls_index" else (shape[0], shape[2])
+        lead = shape[:-1] if config.summary_type == "cls_index" else (shape[0], *shape[2:])
         width = _summary_width(config)
         logits_shape = lead if width == 1 else (*lead, width)
         rows = math.prod(logits_shape[:-1])

@@ -215,6 +215,29 @@ def test_double_heads_inputs_embeds_equal_embedded_ids():
         np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), atol=1e-6)
 
 
+@pytest.mark.parametrize("summary_type", ["cls_index", "last", "mean"])
+def test_double_heads_without_a_choices_axis_matches_transformers(summary_type):
+    """transformers' double-heads model also runs [B, T] ids (one mc logit per row, mc_token_ids [B]) and
+    [N, T, D] embeddings, the only embeddings shape it takes: ours matches, losses and gradients too."""
+    model, tm = flax_and_torch("double", small_config(summary_type=summary_type), seed=2)
+    rs = np.random.RandomState(4)
+    ids = rs.randint(0, model.config.vocab_size, (B, T)).astype(np.int32)
+    inputs = {
+        "input_ids": ids,
+        "mc_token_ids": rs.randint(0, T, (B,)).astype(np.int32),
+        "labels": ids,
+        # transformers' loss views [B] mc_logits as one row of B choices: one label
+        "mc_labels": np.array([1], np.int32),
+    }
+    ours, theirs = run_both(model, tm, inputs)
+    assert ours.mc_logits.shape == tuple(theirs.mc_logits.shape)
+    assert_outputs_close(ours, theirs)
+    assert_grads_close("double", model, tm, inputs)
+    embeds = rs.normal(0, 0.3, (B, T, model.config.n_embd)).astype(np.float32)
+    ours, theirs = run_both(model, tm, {"inputs_embeds": embeds, "mc_token_ids": inputs["mc_token_ids"]})
+    assert_outputs_close(ours, theirs)
+
+
 def test_return_dict_false_matches_transformers_tuple():
     config = small_config()
     for head in ("lm", "double"):
