@@ -131,12 +131,14 @@ def _layer_rngs(rng, n_layer: int) -> LayerRngs:
 
 
 def head_mask_per_layer(head_mask, config: OpenAIGPTConfig):
-    """[H] or [L, H] -> [L, H] (transformers `get_head_mask`), or None."""
+    """[H], [L, H] or transformers' own [L, 1, H, 1, 1] -> [L, H] (transformers `get_head_mask`), or None."""
     if head_mask is None:
         return None
     head_mask = jnp.asarray(head_mask, jnp.float32)
     if head_mask.ndim == 1:
         head_mask = jnp.broadcast_to(head_mask, (config.n_layer, config.n_head))
+    elif head_mask.ndim == 5:
+        head_mask = head_mask.reshape(config.n_layer, config.n_head)
     return head_mask
 
 

@@ -120,10 +120,13 @@ def validate_inputs(config: OpenAIGPTConfig, head: str, a: dict) -> None:
             )
         _check_range(name, x, 0, high)
     hm = a["head_mask"]
-    if hm is not None and tuple(hm.shape) not in ((config.n_head,), (config.n_layer, config.n_head)):
+    L, H = config.n_layer, config.n_head
+    if hm is not None and tuple(hm.shape) not in ((H,), (L, H), (L, 1, H, 1, 1)):
+        per_example = hm.ndim == 5 and hm.shape[0] == L and hm.shape[2] == H
         raise ValueError(
-            f"head_mask must be [n_head={config.n_head}] or [n_layer={config.n_layer}, n_head={config.n_head}], "
+            f"head_mask must be [n_head={H}], [n_layer={L}, n_head={H}] or transformers' [{L}, 1, {H}, 1, 1], "
             f"got shape {tuple(hm.shape)}"
+            + (" (a mask per example or per position is not supported)" if per_example else "")
         )
     labels = a.get("labels")
     if labels is not None and head in ("lm", "double"):

@@ -238,6 +238,18 @@ def test_double_heads_without_a_choices_axis_matches_transformers(summary_type):
     assert_outputs_close(ours, theirs)
 
 
+def test_head_mask_in_transformers_five_axis_form():
+    """transformers' get_head_mask passes a 5-axis mask through: [L, 1, H, 1, 1] is [L, H]."""
+    model, tm = flax_and_torch("lm", small_config())
+    inputs = make_inputs("lm", model.config, head_mask=2, labels=True)
+    inputs["head_mask"] = inputs["head_mask"][:, None, :, None, None]
+    ours, theirs = run_both(model, tm, inputs)
+    assert_outputs_close(ours, theirs)
+    per_example = np.ones((model.config.n_layer, B, model.config.n_head, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="per example or per position is not supported"):
+        model(inputs["input_ids"], head_mask=per_example)
+
+
 def test_return_dict_false_matches_transformers_tuple():
     config = small_config()
     for head in ("lm", "double"):
