@@ -300,8 +300,44 @@ class OpenAIGPTTokenizer:
         return self._backend.get_added_tokens_decoder()
 
     @property
+    def added_tokens_encoder(self) -> dict[str, int]:
+        """{token: id} of the added tokens, by id (special ones included), as transformers."""
+        return {t.content: i for i, t in sorted(self.added_tokens_decoder.items())}
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return self.added_tokens_encoder
+
+    @property
     def additional_special_tokens(self) -> list[str]:
         return list(self._additional_special_tokens)
+
+    @property
+    def additional_special_tokens_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.additional_special_tokens)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens encoding adds to a text (or a pair): none, for GPT."""
+        return 0
+
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        """A text's ids (then the pair's): GPT adds no special tokens."""
+        return list(token_ids_0) + (list(token_ids_1) if token_ids_1 is not None else [])
+
+    def get_special_tokens_mask(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None, already_has_special_tokens: bool = False
+    ) -> list[int]:
+        """1 for a special token, 0 otherwise: of ids already encoded (`already_has_special_tokens`), else of
+        the tokens `build_inputs_with_special_tokens` would add (none), as transformers."""
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise ValueError(
+                    "token_ids_1 must be None with already_has_special_tokens=True: pass the encoded pair as one list"
+                )
+            special = set(self.all_special_ids)
+            return [1 if i in special else 0 for i in _as_id_list(token_ids_0, "token_ids_0")]
+        return [0] * (len(token_ids_0) + (len(token_ids_1) if token_ids_1 is not None else 0))
 
     @property
     def special_tokens_map(self) -> dict[str, str | list[str]]:

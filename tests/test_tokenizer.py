@@ -808,3 +808,25 @@ def test_warns_as_transformers_about_length(caplog):
         ours.encode(long, truncation=True)
     with pytest.warns(UserWarning, match="max_length without truncation"):
         assert ours("a b c d", max_length=3)["input_ids"] == ref("a b c d", max_length=3)["input_ids"]
+
+
+def test_special_token_helpers_match_fast():
+    ours, ref = OpenAIGPTTokenizer(VOCAB, MERGES), transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES)
+    for tok in (ours, ref):
+        tok.add_special_tokens({**TASK_TOKENS, "pad_token": "<pad>", "additional_special_tokens": ["<x>"]})
+        tok.add_tokens(["newword"])
+    ids = ref.encode("_start_ a newword <x> b <pad>")
+    assert ours.added_tokens_encoder == ref.added_tokens_encoder
+    assert ours.get_added_vocab() == ref.get_added_vocab()
+    assert ours.additional_special_tokens_ids == ref.additional_special_tokens_ids
+    assert ours.num_special_tokens_to_add() == ref.num_special_tokens_to_add() == 0
+    assert ours.num_special_tokens_to_add(pair=True) == ref.num_special_tokens_to_add(pair=True)
+    assert ours.build_inputs_with_special_tokens(ids, ids[:2]) == ref.build_inputs_with_special_tokens(ids, ids[:2])
+    slow = transformers.OpenAIGPTTokenizer(VOCAB, MERGES)  # the fast one refuses already_has_special_tokens=False
+    for args in ((ids,), (ids, ids[:2])):
+        assert ours.get_special_tokens_mask(*args) == slow.get_special_tokens_mask(*args)
+    assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == ref.get_special_tokens_mask(
+        ids, already_has_special_tokens=True
+    )
+    with pytest.raises(ValueError, match="token_ids_1 must be None"):
+        ours.get_special_tokens_mask(ids, ids, already_has_special_tokens=True)
