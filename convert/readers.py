@@ -83,13 +83,17 @@ def load_checkpoint(
     revision: str | None = None,
     cache_dir: str | None = None,
     config: OpenAIGPTConfig | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
 ) -> Checkpoint:
     """Find, check and open a checkpoint; tensors are read later, on np.asarray.
 
     `config` stands in for a missing config.json (and is required for an original release that is
-    not the published size); a config.json beside the weights is used when present.
+    not the published size); a config.json beside the weights is used when present. The Hub options
+    are huggingface_hub's.
     """
-    directory = resolve_directory(path_or_hub_id, revision=revision, cache_dir=cache_dir)
+    hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
+    directory = resolve_directory(path_or_hub_id, **hub)
     fmt = find_format(directory)
     config_path = os.path.join(directory, CONFIG_NAME)
     saved = OpenAIGPTConfig.from_json_file(config_path) if os.path.isfile(config_path) else None
@@ -207,7 +211,12 @@ def _published_config(directory: str) -> OpenAIGPTConfig:
 
 # -- where the files are ---------------------------------------------------------------------
 def resolve_directory(
-    path_or_hub_id: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None
+    path_or_hub_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
 ) -> str:
     """A local directory as given, or a Hub repo's snapshot in the cache (fetched if need be)."""
     path = os.fspath(path_or_hub_id)
@@ -215,29 +224,30 @@ def resolve_directory(
         return path
     if os.path.exists(path):
         raise ValueError(f"{path} is a file; pass the directory that holds the checkpoint")
-    return _hub_snapshot(path, revision, cache_dir)
+    return _hub_snapshot(path, revision, cache_dir, token, local_files_only)
 
 
-def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> str:
+def _hub_snapshot(repo_id: str, revision, cache_dir, token, local_files_only: bool) -> str:
     import huggingface_hub as hub
     from huggingface_hub import errors
 
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        files = online_repo_files(repo_id, revision)
-        if files is None:  # HF_HUB_OFFLINE, or no network: the cached snapshot, as transformers
-            return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
+        files = online_repo_files(repo_id, revision, token, local_files_only)
+        options = {"revision": revision, "cache_dir": cache_dir, "token": token}
+        if files is None:  # local_files_only, HF_HUB_OFFLINE or no network: the cached snapshot, as transformers
+            return hub.snapshot_download(repo_id, local_files_only=True, **options)
         fmt = next((f for f, name in FORMATS.items() if name in files), None)
         if fmt is None:
             raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
         patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt] + [f for f in COMPANION_FILES if f in files]
-        return hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
+        return hub.snapshot_download(repo_id, allow_patterns=patterns, **options)
     except errors.HFValidationError:
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
     except errors.LocalEntryNotFoundError:
         raise OSError(
-            f"{where} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set) "
-            "and there is no cached copy: pass a local model directory"
+            f"{where} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE or "
+            "local_files_only is set) and there is no cached copy: pass a local model directory"
         ) from None
     except errors.RepositoryNotFoundError:
         raise FileNotFoundError(

@@ -293,11 +293,21 @@ class OpenAIGPTConfig:
         return cls.from_dict(read_json_object(path))
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides) -> OpenAIGPTConfig:
-        """Read `config.json` from a local directory (or file), or from the Hub by id."""
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        **overrides,
+    ) -> OpenAIGPTConfig:
+        """Read `config.json` from a local directory (or file), or from the Hub by id (huggingface_hub's options)."""
         from gpt_flax.hub import resolve_file
 
-        config = cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME))
+        hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
+        config = cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME, **hub))
         return config.replace(**overrides) if overrides else config
 
     def to_json_string(self) -> str:

@@ -23,8 +23,11 @@ def resolve_file(
     required: bool = True,
     revision: str | None = None,
     cache_dir: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
 ) -> str | None:
-    """The local path of `filename` in a directory or a Hub repo; None if absent and not `required`."""
+    """The local path of `filename` in a directory or a Hub repo; None if absent and not `required`.
+    The Hub options are huggingface_hub's (and transformers' from_pretrained's)."""
     if is_local(path_or_hub_id):
         path = os.path.join(path_or_hub_id, filename)
         if os.path.isfile(path):
@@ -36,7 +39,8 @@ def resolve_file(
         raise ValueError(f"{path_or_hub_id} is a file; pass the directory that holds {filename}")
     if looks_like_path(path_or_hub_id):
         raise FileNotFoundError(f"no such directory: {path_or_hub_id}")
-    return _hub_download(str(path_or_hub_id), filename, required=required, revision=revision, cache_dir=cache_dir)
+    options = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
+    return _hub_download(str(path_or_hub_id), filename, required=required, **options)
 
 
 def hub_offline() -> bool:
@@ -46,15 +50,18 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def online_repo_files(repo_id: str, revision: str | None) -> frozenset | None:
-    """The files of a Hub repo, or None where only the cache can be read: HF_HUB_OFFLINE is set, or the
-    Hub cannot be reached (no network), where transformers falls back to the cache too."""
+def online_repo_files(
+    repo_id: str, revision: str | None, token: str | bool | None = None, local_files_only: bool = False
+) -> frozenset | None:
+    """The files of a Hub repo, or None where only the cache can be read: `local_files_only`,
+    HF_HUB_OFFLINE, or a Hub that cannot be reached (no network), where transformers falls back to the
+    cache too."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    if hub_offline():
+    if local_files_only or hub_offline():
         return None
     try:
-        return _repo_files(repo_id, revision)
+        return _repo_files(repo_id, revision, token)
     except OSError as error:  # connection errors are OSErrors; an HTTP answer (404, 401, ...) is the Hub's
         if isinstance(error, HfHubHTTPError):
             raise
@@ -62,15 +69,15 @@ def online_repo_files(repo_id: str, revision: str | None) -> frozenset | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _repo_files(repo_id: str, revision: str | None) -> frozenset:
+def _repo_files(repo_id: str, revision: str | None, token: str | bool | None = None) -> frozenset:
     """The files of a Hub repo: one request, which fails at once without network (a file download
     would retry for tens of seconds first), and tells which optional files to skip."""
     import huggingface_hub
 
-    return frozenset(huggingface_hub.list_repo_files(repo_id, revision=revision))
+    return frozenset(huggingface_hub.list_repo_files(repo_id, revision=revision, token=token))
 
 
-def _hub_download(repo_id, filename, *, required, revision, cache_dir):
+def _hub_download(repo_id, filename, *, required, revision, cache_dir, token, local_files_only):
     import huggingface_hub
     from huggingface_hub.utils import (
         EntryNotFoundError,
@@ -81,14 +88,14 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
     )
 
     try:
-        files = online_repo_files(repo_id, revision)
+        files = online_repo_files(repo_id, revision, token, local_files_only)
         offline = files is None
         if not offline and filename not in files:
             if required:
                 raise FileNotFoundError(f"{filename} not found in Hub repo {repo_id}")
             return None
         return huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline
+            repo_id, filename, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline
         )
     except HFValidationError:
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
@@ -96,8 +103,8 @@ def _hub_download(repo_id, filename, *, required, revision, cache_dir):
         if offline and not required:
             return None
         raise OSError(
-            f"{repo_id!r} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is "
-            f"set) and there is no cached {filename}: pass a local model directory instead"
+            f"{repo_id!r} is not a local directory, the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE or "
+            f"local_files_only is set) and there is no cached {filename}: pass a local model directory instead"
         ) from None
     except EntryNotFoundError:
         if required:

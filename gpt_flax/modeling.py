@@ -252,6 +252,8 @@ class FlaxOpenAIGPTPreTrainedModel:
         cache_dir: str | None = None,
         output_loading_info: bool = False,
         ignore_mismatched_sizes: bool = False,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
         **config_overrides,
     ):
         """Load a checkpoint (a local directory or a Hub id) into this head.
@@ -267,7 +269,14 @@ class FlaxOpenAIGPTPreTrainedModel:
         from convert.mapping import ShapeMismatchError, hf_to_flax
         from convert.readers import load_checkpoint
 
-        checkpoint = load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir, config=config)
+        checkpoint = load_checkpoint(
+            path_or_hub_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            config=config,
+            token=token,
+            local_files_only=local_files_only,
+        )
         config = checkpoint.config if config is None else config
         if config_overrides:
             config = config.replace(**config_overrides)

@@ -207,10 +207,20 @@ def _own_length(rows, eos) -> np.ndarray:
     return rows[:, : int(hits.argmax(axis=1).max()) + 1]
 
 
-def pipeline(task: str, model: Any = None, tokenizer: Any = None, **kwargs: Any) -> TextGenerationPipeline:
+def pipeline(
+    task: str,
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    model_kwargs: dict | None = None,
+    **kwargs: Any,
+) -> TextGenerationPipeline:
     """transformers' `pipeline` for "text-generation". `model`: a FlaxOpenAIGPTLMHeadModel or a path /
-    Hub id to load one from; `tokenizer`: an OpenAIGPTTokenizer or a path / Hub id (default: the
-    model's path). Other keyword arguments become defaults of every call."""
+    Hub id to load one from (with `revision`, `token` and `model_kwargs` for its from_pretrained);
+    `tokenizer`: an OpenAIGPTTokenizer or a path / Hub id (default: the model's path). Other keyword
+    arguments become defaults of every call."""
     from gpt_flax.modeling import FlaxOpenAIGPTLMHeadModel
     from gpt_flax.tokenizer import OpenAIGPTTokenizer
 
@@ -221,11 +231,11 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, **kwargs: Any)
     source: str | None = None
     if isinstance(model, (str, os.PathLike)):
         source = os.fspath(model)
-        model = FlaxOpenAIGPTLMHeadModel.from_pretrained(source)
+        model = FlaxOpenAIGPTLMHeadModel.from_pretrained(source, revision=revision, token=token, **(model_kwargs or {}))
     if tokenizer is None:
         if source is None:
             raise ValueError("pass tokenizer= (an OpenAIGPTTokenizer or its directory) with a model object")
         tokenizer = source
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = OpenAIGPTTokenizer.from_pretrained(os.fspath(tokenizer))
+        tokenizer = OpenAIGPTTokenizer.from_pretrained(os.fspath(tokenizer), revision=revision, token=token)
     return TextGenerationPipeline(model, tokenizer, **kwargs)

@@ -195,13 +195,22 @@ class OpenAIGPTTokenizer:
         original: bool = False,
         revision: str | None = None,
         cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
         **kwargs: Any,
     ) -> OpenAIGPTTokenizer:
         """Load from a directory or Hub repo: tokenizer.json if there, else vocab.json + merges.txt, plus
         tokenizer_config.json / special_tokens_map.json / added_tokens.json when present. `kwargs` override them."""
 
         def find(filename, required=False):
-            return hub.resolve_file(path_or_hub_id, filename, required=required, revision=revision, cache_dir=cache_dir)
+            return hub.resolve_file(path_or_hub_id, filename, required=required, **hub_options)
+
+        hub_options = {
+            "revision": revision,
+            "cache_dir": cache_dir,
+            "token": token,
+            "local_files_only": local_files_only,
+        }
 
         files = {"tokenizer_file": find(TOKENIZER_FILE)}
         if files["tokenizer_file"] is None:

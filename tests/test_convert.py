@@ -535,6 +535,51 @@ def test_hub_id_offline_reads_the_cached_snapshot(tmp_path, torch_models, monkey
     assert set(read_state_dict(tmp_path / "dst")) == set(torch_state(torch_models["lm"]))
 
 
+def _cached_repo(tmp_path, model) -> str:
+    """A Hub cache holding someone/tiny-gpt (weights, config, tokenizer files) at refs/main; its cache_dir."""
+    repo = tmp_path / "cache" / "models--someone--tiny-gpt"
+    snapshot = repo / "snapshots" / "0123abcd"
+    save_hf(model, snapshot, "safetensors")
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(fixtures, name), snapshot / name)
+    os.makedirs(repo / "refs")
+    (repo / "refs" / "main").write_text("0123abcd")
+    return str(tmp_path / "cache")
+
+
+def test_local_files_only_and_token_reach_the_hub_calls(tmp_path, torch_models, monkeypatch):
+    """local_files_only reads the cache without asking the Hub; a token goes with every Hub request
+    (model, tokenizer, config and pipeline)."""
+    import huggingface_hub
+
+    from gpt_flax import OpenAIGPTConfig, OpenAIGPTTokenizer, pipeline
+
+    cache = _cached_repo(tmp_path, torch_models["lm"])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    tokens = []
+
+    def list_repo_files(repo_id, revision=None, token=None):
+        tokens.append(token)
+        raise OSError("no network here")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", list_repo_files)
+    load = {"cache_dir": cache, "local_files_only": True}
+    assert flax_class("lm").from_pretrained("someone/tiny-gpt", **load).config.n_embd == 24
+    assert OpenAIGPTTokenizer.from_pretrained("someone/tiny-gpt", **load).encode("hello") == [3570]
+    assert OpenAIGPTConfig.from_pretrained("someone/tiny-gpt", **load).n_layer == 2
+    assert tokens == []  # the Hub was never asked
+    with pytest.raises(OSError, match="local_files_only is set.*no cached"):
+        flax_class("lm").from_pretrained("someone/elsewhere", **load)
+
+    flax_class("lm").from_pretrained("someone/tiny-gpt", cache_dir=cache, token="hf_secret")
+    OpenAIGPTTokenizer.from_pretrained("someone/tiny-gpt", cache_dir=cache, token="hf_secret")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", cache)  # the pipeline takes no cache_dir
+    pipeline("text-generation", model="someone/tiny-gpt", token="hf_secret")
+    assert tokens and set(tokens) == {"hf_secret"}
+
+
 def test_hub_id_without_network_falls_back_to_the_cache(tmp_path, torch_models, monkeypatch):
     """No HF_HUB_OFFLINE, but the Hub cannot be reached: the cached snapshot is read, as transformers does
     (model, tokenizer and convert); a repo not in the cache is one clear line."""
@@ -549,15 +594,7 @@ def test_hub_id_without_network_falls_back_to_the_cache(tmp_path, torch_models, 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "list_repo_files", unreachable)
-    repo = tmp_path / "cache" / "models--someone--tiny-gpt"
-    snapshot = repo / "snapshots" / "0123abcd"
-    save_hf(torch_models["lm"], snapshot, "safetensors")
-    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(os.path.join(fixtures, name), snapshot / name)
-    os.makedirs(repo / "refs")
-    (repo / "refs" / "main").write_text("0123abcd")
-    cache = str(tmp_path / "cache")
+    cache = _cached_repo(tmp_path, torch_models["lm"])
 
     model = flax_class("lm").from_pretrained("someone/tiny-gpt", cache_dir=cache)
     np.testing.assert_allclose(
