@@ -172,3 +172,16 @@ sys.exit(main(["init-random", {str(out)!r}, "--tokenizer", {FIXTURES!r}, "--n-la
     assert process.wait(timeout=60) == 143
     assert process.stderr.read().strip() == "gpt-flax: terminated"
     assert os.listdir(tmp_path) == []
+
+
+def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, capsys):
+    model = tmp_path / "demo"
+    assert main(["init-random", str(model), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]) == 0
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    cache = tmp_path / "afile" / "cache"
+    args = ["generate", "hi", "--model", str(model), "--max-new-tokens", "2", "--compile-cache", str(cache)]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("hi")
+    assert err == f"gpt-flax generate: warning: no compile cache ({cache}: Not a directory); compiling afresh\n"

@@ -91,8 +91,21 @@ class TextStreamer:
         self.out.flush()
 
 
+def _usable_cache(path: str) -> bool:
+    """Whether the compile cache directory can be made and written; if not, one line says so (no cache)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(f"gpt-flax generate: warning: no compile cache ({path}: {reason}); compiling afresh", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args) -> int:
-    if args.compile_cache:
+    if args.compile_cache and _usable_cache(args.compile_cache):
         import jax
 
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
