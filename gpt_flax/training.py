@@ -1,0 +1,116 @@
+"""Fine-tuning with optax: the paper's recipe as an optimizer, and one jitted train step for any head.
+
+Radford et al. 2018, section 4.1 (and OpenAI's finetune code): Adam (b1 0.9, b2 0.999, eps 1e-8) at
+6.25e-5, linear warmup over 0.2% of training then linear decay to 0, weight decay 0.01 on every weight
+that is not a bias or a LayerNorm gain, gradients clipped to global norm 1, and for the double-heads
+model the auxiliary LM loss weighted lambda = 0.5 (L3 = L2 + lambda * L1). The schedule is transformers'
+`get_linear_schedule_with_warmup`, the update torch's AdamW, so a run matches transformers' step for step.
+
+    model = FlaxOpenAIGPTDoubleHeadsModel.from_pretrained("openai-community/openai-gpt")
+    optimizer = paper_optimizer(num_train_steps=3 * len(batches))
+    state = create_train_state(model, optimizer)
+    train_step = make_train_step(model)                     # jitted once; the state is donated
+    for batch in batches:                                   # dicts of the model's inputs and labels
+        state, metrics = train_step(state, batch, jax.random.key(0))
+    model.params = state.params
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+# The paper's fine-tuning hyperparameters (section 4.1) and OpenAI's finetune code's Adam.
+LEARNING_RATE = 6.25e-5
+WARMUP_FRACTION = 0.002
+WEIGHT_DECAY = 0.01
+MAX_GRAD_NORM = 1.0
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+LM_COEF = 0.5
+DECAYED_LEAVES = ("kernel", "embedding")  # matrices; biases and LayerNorm gains ("bias", "scale") are not
+
+
+def linear_schedule_with_warmup(peak: float, num_warmup_steps: int, num_train_steps: int) -> optax.Schedule:
+    """transformers' `get_linear_schedule_with_warmup`: from 0 to `peak` over the warmup steps, then
+    linearly to 0 at `num_train_steps` (the learning rate of update `count`, counting from 0)."""
+    if num_train_steps < 1 or not 0 <= num_warmup_steps <= num_train_steps:
+        raise ValueError(f"need 0 <= num_warmup_steps <= num_train_steps, 1 <= num_train_steps; got "
+                         f"{num_warmup_steps=}, {num_train_steps=}")  # fmt: skip
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.float32)
+        warm = count / max(1, num_warmup_steps)
+        decay = jnp.maximum(0.0, (num_train_steps - count) / max(1, num_train_steps - num_warmup_steps))
+        return peak * jnp.where(count < num_warmup_steps, warm, decay)
+
+    return schedule
+
+
+def weight_decay_mask(params) -> Any:
+    """True on the leaves weight decay applies to: weights, not biases or LayerNorm gains (the paper's
+    "non bias or gain weights"; transformers' examples' no_decay = ["bias", "LayerNorm.weight"])."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key in DECAYED_LEAVES, params)
+
+
+def paper_optimizer(
+    num_train_steps: int,
+    *,
+    learning_rate: float = LEARNING_RATE,
+    warmup_fraction: float = WARMUP_FRACTION,
+    num_warmup_steps: int | None = None,
+    weight_decay: float = WEIGHT_DECAY,
+    max_grad_norm: float | None = MAX_GRAD_NORM,
+) -> optax.GradientTransformation:
+    """The paper's fine-tuning optimizer for `num_train_steps` updates: clip, then AdamW on the schedule.
+    The warmup is `num_warmup_steps`, or `warmup_fraction` of training (rounded down, as int())."""
+    warmup = int(warmup_fraction * num_train_steps) if num_warmup_steps is None else num_warmup_steps
+    schedule = linear_schedule_with_warmup(learning_rate, warmup, num_train_steps)
+    adamw = optax.adamw(
+        schedule, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS, weight_decay=weight_decay, mask=weight_decay_mask
+    )
+    return adamw if max_grad_norm is None else optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
+
+
+def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainState:
+    """flax's TrainState over a copy of the model's params (the train step donates its state, which must
+    not take `model.params` with it): step, params, optimizer state."""
+    params = jax.tree_util.tree_map(jnp.copy, model.params)
+    return TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
+
+
+def training_loss(model, params, batch: dict, rng, lm_coef: float = LM_COEF) -> tuple[jax.Array, dict]:
+    """(the loss to minimise, metrics) of one batch in training mode (dropout from `rng`). The LM and
+    classification heads train on their loss; the double-heads model on mc_loss + lm_coef * LM loss
+    (the LM term only when the batch has `labels`)."""
+    if model.head == "base":
+        raise ValueError("the base model has no loss; fine-tune an LM, double-heads or classification model")
+    out = model(**batch, params=params, train=True, dropout_rng=rng)
+    if model.head != "double":
+        if out.loss is None:
+            raise ValueError("the batch needs `labels` for a loss")
+        return out.loss, {"loss": out.loss}
+    if out.mc_loss is None:
+        raise ValueError("the double-heads model trains on `mc_labels` (and optionally `labels`); the batch has none")
+    if out.loss is None:
+        return out.mc_loss, {"loss": out.mc_loss, "mc_loss": out.mc_loss}
+    loss = out.mc_loss + lm_coef * out.loss
+    return loss, {"loss": loss, "mc_loss": out.mc_loss, "lm_loss": out.loss}
+
+
+def make_train_step(model, lm_coef: float = LM_COEF) -> Callable:
+    """`train_step(state, batch, rng) -> (state, metrics)`, jitted once per batch shape, the state donated.
+    Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run."""
+
+    def train_step(state: TrainState, batch: dict, rng):
+        step_rng = jax.random.fold_in(rng, state.step)
+        grad_fn = jax.value_and_grad(lambda p: training_loss(model, p, batch, step_rng, lm_coef), has_aux=True)
+        (_, metrics), grads = grad_fn(state.params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return state.apply_gradients(grads=grads), metrics
+
+    return jax.jit(train_step, donate_argnums=(0,))
