@@ -1,7 +1,7 @@
 """Data and head parallelism under plain `jax.jit` on 8 CPU devices (a subprocess: the device count is
 fixed when JAX starts): the flash kernels run on each device's slice of the batch and heads instead
-of being gathered whole onto every device, and the model, its params and inputs sharded or under
-`jax.pmap`, gives what one device gives."""
+of being gathered whole onto every device (and run unpartitioned under vmap), and the model, its params
+and inputs sharded or under `jax.pmap`, gives what one device gives."""
 
 import subprocess
 import sys
@@ -44,6 +44,15 @@ CHECK = textwrap.dedent(
         args = [jax.device_put(x, by_heads) for x in (q, k, v)] + [jax.device_put(hm, NamedSharding(mesh, P()))]
         assert gathers(loss, *args) == 0 and gathers(grad, *args) == 0, cpu
         close(jax.jit(grad)(*args), jax.jit(grad)(q, k, v, hm), 1e-5)
+
+    # Under vmap (per-example gradients) on a multi-device host the kernels run batched, unpartitioned.
+    def one(q):
+        return jnp.sum(flash_attention(q, q, q, attention_mask=mask[:2], head_mask=hm) ** 2)
+
+    stacked = q.reshape(4, 2, T, H, K)
+    per_example = jax.jit(jax.vmap(jax.value_and_grad(one)))(stacked)
+    looped = [jax.value_and_grad(one)(stacked[i]) for i in range(4)]
+    close(per_example, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *looped), 1e-5)
 
     # The model: data parallel training step (batch over all 8 devices, params replicated),
     # "pallas" (interpreted) against the same step on one device with "xla".

@@ -300,11 +300,20 @@ def _per_batch_and_head(fn, rule: str):
     )
 
     def call(plan, *args):
-        # One device: nothing to partition (and `custom_partitioning` has no vmap rule, so a
-        # single-device program keeps vmap). Mosaic GPU's interpreter carries effects it refuses.
+        # One device: nothing to partition. Mosaic GPU's interpreter carries effects it refuses.
         if jax.device_count() == 1 or plan.cpu == "interpret_mosaic":
             return fn(plan, *args)
-        return partitioned(plan, *args)
+        # `custom_partitioning` has no vmap rule: under vmap (per-example gradients, ...) the kernels
+        # run batched as they are, unpartitioned, as on one device.
+        local = jax.custom_batching.custom_vmap(functools.partial(partitioned, plan))
+
+        @local.def_vmap
+        def _batched(axis_size, in_batched, *batched_args):
+            in_axes = [0 if b else None for b in in_batched]
+            out = jax.vmap(functools.partial(fn, plan), in_axes=in_axes)(*batched_args)
+            return out, jax.tree_util.tree_map(lambda _: True, out)
+
+        return local(*args)
 
     return call
 
