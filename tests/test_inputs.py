@@ -74,8 +74,9 @@ def test_double_heads_rejects(double):
         double(ids, mc_token_ids=np.array([0, 1]))
     with pytest.raises(ValueError, match=r"mc_labels holds 3"):
         double(ids, mc_labels=np.array([0, 3]))
-    with pytest.raises(ValueError, match=r"\[batch, choices, seq_len\]"):
-        double(np.zeros((2, 5), np.int32))
+    for rank in (1, 4):  # [B, C, T], or [B, T] as transformers also runs
+        with pytest.raises(ValueError, match=r"\[batch, choices, seq_len\] or \[batch, seq_len\]"):
+            double(np.zeros((2, 1, 3, 5)[-rank:], np.int32))
 
 
 def test_sequence_classification_needs_pad_token_for_batches():
