@@ -54,6 +54,14 @@ CHECK = textwrap.dedent(
     looped = [jax.value_and_grad(one)(stacked[i]) for i in range(4)]
     close(per_example, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *looped), 1e-5)
 
+    # Inside shard_map with only "data" manual ("model" left to the partitioner), as before.
+    def inner(q):
+        return flash_attention(q, q, q, attention_mask=jnp.ones(q.shape[:2]))
+
+    part = jax.shard_map(inner, mesh=mesh, in_specs=P("data"), out_specs=P("data"), axis_names={"data"})
+    close(jax.jit(jax.value_and_grad(lambda q: jnp.sum(part(q) ** 2)))(q),
+          jax.value_and_grad(lambda q: jnp.sum(inner(q) ** 2))(q), 1e-5)  # fmt: skip
+
     # The model: data parallel training step (batch over all 8 devices, params replicated),
     # "pallas" (interpreted) against the same step on one device with "xla".
     config = OpenAIGPTConfig(vocab_size=50, n_positions=24, n_embd=32, n_layer=2, n_head=4, attention_impl="pallas")

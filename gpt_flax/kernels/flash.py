@@ -301,7 +301,9 @@ def _per_batch_and_head(fn, rule: str):
 
     def call(plan, *args):
         # One device: nothing to partition. Mosaic GPU's interpreter carries effects it refuses.
-        if jax.device_count() == 1 or plan.cpu == "interpret_mosaic":
+        # Inside jax.shard_map the caller has split the inputs already (on axes left automatic,
+        # the kernels are gathered as any opaque call is).
+        if jax.device_count() == 1 or plan.cpu == "interpret_mosaic" or _inside_shard_map():
             return fn(plan, *args)
         # `custom_partitioning` has no vmap rule: under vmap (per-example gradients, ...) the kernels
         # run batched as they are, unpartitioned, as on one device.
@@ -316,6 +318,11 @@ def _per_batch_and_head(fn, rule: str):
         return local(*args)
 
     return call
+
+
+def _inside_shard_map() -> bool:
+    mesh = jax.sharding.get_abstract_mesh()
+    return bool(getattr(mesh, "manual_axes", ()))
 
 
 _forward = _per_batch_and_head(_forward_here, FORWARD_RULE)
