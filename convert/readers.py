@@ -120,22 +120,28 @@ def read_state_dict(
 
 
 def find_format(directory: str) -> str:
-    """The checkpoint format of `directory`. Where both our Flax file and transformers' weights are
-    there (transformers' save_pretrained into a directory of ours, or the reverse), config.json, which
-    the last save wrote, tells which is current by the classes its `architectures` name."""
+    """The checkpoint format of `directory` (see `choose_format`)."""
     present = [fmt for fmt, name in FORMATS.items() if os.path.isfile(os.path.join(directory, name))]
     if not present:
         raise FileNotFoundError(f"no weights in {directory} (looked for {', '.join(FORMATS.values())})")
+    return choose_format(present, os.path.join(directory, CONFIG_NAME), directory)
+
+
+def choose_format(present: list[str], config_path: str | None, where: str) -> str:
+    """The first of the formats `present` (in FORMATS order), except where both our Flax file and
+    transformers' weights are there (transformers' save_pretrained into a directory of ours, or the
+    reverse): config.json, which the last save wrote, then tells which is current by the classes its
+    `architectures` name."""
     if present[0] != "flax" or len(present) == 1:
         return present[0]
-    config_path = os.path.join(directory, CONFIG_NAME)
-    architectures = read_json_object(config_path).get("architectures") if os.path.isfile(config_path) else None
+    found = config_path is not None and os.path.isfile(config_path)
+    architectures = read_json_object(config_path).get("architectures") if found else None
     names = set(architectures) if isinstance(architectures, list) else set()
     transformers_classes = {name for name, _ in ARCHITECTURES.values()}
     chosen = present[1] if names and names <= transformers_classes else "flax"
     logger.warning(
         "%s holds both %s and %s; reading %s (config.json's architectures: %s)",
-        directory,
+        where,
         FORMATS["flax"],
         FORMATS[present[1]],
         FORMATS[chosen],
@@ -237,9 +243,13 @@ def _hub_snapshot(repo_id: str, revision, cache_dir, token, local_files_only: bo
         options = {"revision": revision, "cache_dir": cache_dir, "token": token}
         if files is None:  # local_files_only, HF_HUB_OFFLINE or no network: the cached snapshot, as transformers
             return hub.snapshot_download(repo_id, local_files_only=True, **options)
-        fmt = next((f for f, name in FORMATS.items() if name in files), None)
-        if fmt is None:
+        present = [f for f, name in FORMATS.items() if name in files]
+        if not present:
             raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
+        config_path = None
+        if len(present) > 1 and present[0] == "flax" and CONFIG_NAME in files:  # which one is current: as locally
+            config_path = hub.hf_hub_download(repo_id, CONFIG_NAME, **options)
+        fmt = choose_format(present, config_path, f"Hub repo {where}")
         patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt] + [f for f in COMPANION_FILES if f in files]
         return hub.snapshot_download(repo_id, allow_patterns=patterns, **options)
     except errors.HFValidationError:

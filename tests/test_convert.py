@@ -348,6 +348,33 @@ def test_a_tied_pair_saved_under_the_head_name_alone_loads(tmp_path, torch_model
     )
 
 
+def test_a_hub_repo_with_both_formats_fetches_the_current_one(tmp_path, torch_models, monkeypatch):
+    """The Hub path applies the local rule: config.json (fetched first) names transformers' class, so
+    model.safetensors is downloaded and read, not the stale flax_model.safetensors."""
+    import huggingface_hub
+
+    repo = tmp_path / "repo"
+    flax_class("lm").from_pretrained(save_hf(torch_models["lm"], tmp_path / "first", "safetensors")).save_pretrained(repo)
+    other = randomize(hf_class("lm")(hf_tiny_config()), 98)
+    other.save_pretrained(repo)
+    fetched = []
+
+    def snapshot_download(repo_id, allow_patterns=None, **kwargs):
+        fetched.extend(allow_patterns)
+        return str(repo)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, revision=None, token=None: os.listdir(repo))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, name, **kwargs: str(repo / name))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    model = flax_class("lm").from_pretrained("someone/both-formats")
+    assert "model.safetensors" in fetched and "flax_model.safetensors" not in fetched
+    np.testing.assert_allclose(
+        flax_outputs(model, "lm")["logits"], torch_outputs(other, "lm", model.config)["logits"], atol=1e-5
+    )
+
+
 def test_untied_lm_head_in_a_bin_is_reported(tmp_path, torch_models):
     src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
     state = torch.load(os.path.join(src, "pytorch_model.bin"), weights_only=True)
