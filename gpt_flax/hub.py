@@ -62,8 +62,11 @@ def online_repo_files(
         return None
     try:
         return _repo_files(repo_id, revision, token)
-    except OSError as error:  # connection errors are OSErrors; an HTTP answer (404, 401, ...) is the Hub's
-        if isinstance(error, HfHubHTTPError):
+    except OSError as error:
+        # The Hub's own answers about the repo (404, 401, a bad revision) stand; no connection, a
+        # timeout or the Hub failing (5xx, 429) mean "read the cache", as huggingface_hub does.
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if isinstance(error, HfHubHTTPError) and status is not None and status < 500 and status != 429:
             raise
         return None
 

@@ -607,6 +607,26 @@ def test_local_files_only_and_token_reach_the_hub_calls(tmp_path, torch_models, 
     assert tokens and set(tokens) == {"hf_secret"}
 
 
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_failing_hub_falls_back_to_the_cache(tmp_path, torch_models, monkeypatch, status):
+    """The Hub answering 5xx or 429: the cached copy, as huggingface_hub and transformers do."""
+    import huggingface_hub
+    import requests
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cache = _cached_repo(tmp_path, torch_models["lm"])
+    response = requests.Response()
+    response.status_code = status
+
+    def failing(*args, **kwargs):
+        raise HfHubHTTPError(f"{status} Server Error", response=response)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", failing)
+    assert flax_class("lm").from_pretrained("someone/tiny-gpt", cache_dir=cache).config.n_layer == 2
+
+
 def test_hub_id_without_network_falls_back_to_the_cache(tmp_path, torch_models, monkeypatch):
     """No HF_HUB_OFFLINE, but the Hub cannot be reached: the cached snapshot is read, as transformers does
     (model, tokenizer and convert); a repo not in the cache is one clear line."""
