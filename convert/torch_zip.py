@@ -56,11 +56,36 @@ ALIGNMENT = 64  # torch aligns each storage record's data to 64 bytes (`.storage
 FORMAT_VERSION = b"3\n"  # the `version` record torch writes
 
 
-class _StorageType:
+class _ReadOnly:
+    """What a pickle may name is shared by every load: its BUILD opcode must not be able to change it
+    (no __dict__, no __setstate__, no attribute assignment), or one file could break the next."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+
+class _StorageType(_ReadOnly):
     """Stands in for `torch.<Type>Storage` inside the pickle: only its dtype matters."""
 
+    __slots__ = ("dtype", "name")
+
     def __init__(self, name: str):
-        self.name, self.dtype = name, STORAGE_DTYPES[name]
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", STORAGE_DTYPES[name])
+
+
+class _Function(_ReadOnly):
+    """An allowed function, read-only."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable):
+        object.__setattr__(self, "function", function)
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
 
 
 class _Storage:
@@ -116,8 +141,8 @@ def _contiguous(size: tuple) -> tuple:
 
 ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor_v2"): _Function(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Function(_rebuild_parameter),
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
 }
 

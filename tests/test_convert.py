@@ -477,6 +477,37 @@ def test_malicious_bin_is_refused_before_anything_runs(tmp_path, capsys, torch_m
     assert not marker.exists() and not (tmp_path / "dst").exists() and not leftovers(tmp_path)
 
 
+def _legacy_stream(main_pickle: bytes) -> bytes:
+    """torch's pre-1.6 stream around a hand-written main pickle: magic, version, system info, the pickle, no storages."""
+    import io
+    import pickle
+
+    out = io.BytesIO()
+    for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+        pickle.dump(header, out, protocol=2)
+    out.write(main_pickle)
+    pickle.dump([], out, protocol=2)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "main_pickle",
+    [
+        b"ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x07\x00\x00\x00float16sb0}.",  # BUILD on a storage type
+        b"ctorch._utils\n_rebuild_tensor_v2\n(N}X\x0c\x00\x00\x00__defaults__(K\x01tstb0}.",  # on a function
+    ],
+    ids=["storage-type", "function"],
+)
+def test_a_pickle_cannot_change_what_later_loads_use(tmp_path, main_pickle):
+    """The globals a checkpoint may name are shared by every load: a BUILD that would rewrite one is
+    refused, and the next, honest file still reads."""
+    (tmp_path / "poison.bin").write_bytes(_legacy_stream(main_pickle))
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        read_torch_bin(str(tmp_path / "poison.bin"))
+    torch.save({"a": torch.arange(3.0)}, tmp_path / "honest.bin")
+    assert np.array_equal(np.asarray(read_torch_bin(str(tmp_path / "honest.bin"))["a"]), [0.0, 1.0, 2.0])
+
+
 def _truncate(src):
     path = os.path.join(src, "model.safetensors")
     with open(path, "r+b") as f:
