@@ -499,7 +499,7 @@ class OpenAIGPTTokenizer:
         if max_length is not None:
             examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original) for e in examples]
         columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
-        if max_length is None:
+        if max_length is None and not isinstance(pad_to, int):  # transformers: only when no max_length resolved
             self._warn_if_too_long(columns["input_ids"])
         if return_token_type_ids:
             columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]

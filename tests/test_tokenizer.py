@@ -808,6 +808,11 @@ def test_warns_as_transformers_about_length(caplog):
         ours.encode(long, truncation=True)
     with pytest.warns(UserWarning, match="max_length without truncation"):
         assert ours("a b c d", max_length=3)["input_ids"] == ref("a b c d", max_length=3)["input_ids"]
+    padded = OpenAIGPTTokenizer(VOCAB, MERGES, model_max_length=8, pad_token="<unk>")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a resolved max_length (padding to it) silences it, as in transformers
+        padded(long, padding="max_length")
+        padded(long, padding="max_length", max_length=20)
 
 
 def test_special_token_helpers_match_fast():
