@@ -198,11 +198,12 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatche
     params: dict = {}
     partial_layers: dict = {}
 
-    def fits(key: str, expected: tuple) -> bool:
-        """Whether checkpoint tensor `key` has the config's shape; raises unless mismatches are ignored."""
+    def fits(key: str, expected: tuple, name: str) -> bool:
+        """Whether checkpoint tensor `key` has the config's shape; raises unless mismatches are ignored,
+        when it is reported under the model's `name` for it, as transformers reports it."""
         array = state_dict[key]
         if ignore_mismatched_sizes and tuple(array.shape) != tuple(expected):
-            mismatched.append((key, tuple(array.shape), tuple(expected)))
+            mismatched.append((name, tuple(array.shape), tuple(expected)))
             used.add(key)
             return False
         _check_shape(key, array, expected)
@@ -215,7 +216,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatche
     for entry in BODY_TABLE:
         keys = [entry.hf.format(i=i) for i in range(config.n_layer)] if entry.per_layer else [entry.hf]
         missing.extend(out_prefix + k for k in keys if k not in body)
-        present = [k for k in keys if k in body and fits(body[k], entry.shape(config))]
+        present = [k for k in keys if k in body and fits(body[k], entry.shape(config), out_prefix + k)]
         if len(present) < len(keys):
             if not (entry.per_layer and present):
                 continue
@@ -230,7 +231,7 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatche
         if entry.hf not in state_dict:
             missing.append(entry.hf)
             continue
-        if not fits(entry.hf, entry.shape(config)):
+        if not fits(entry.hf, entry.shape(config), entry.hf):
             continue
         _set(params, entry.flax, entry.to_flax(cast(state_dict[entry.hf])))
         used.add(entry.hf)
@@ -240,6 +241,9 @@ def hf_to_flax(state_dict: dict, config, head: str, dtype=None, ignore_mismatche
     mismatch = False
     if TIED_KEY in state_dict and head in ("lm", "double") and config.tie_word_embeddings:
         used.add(TIED_KEY)
+        table = (config.vocab_size, config.n_embd)
+        if ignore_mismatched_sizes and tuple(state_dict[TIED_KEY].shape) != table:
+            mismatched.append((TIED_KEY, tuple(state_dict[TIED_KEY].shape), table))
         # A .bin stores the tied pair as one storage: the same lazy tensor source, equal unread.
         lm_head, source = state_dict[TIED_KEY], getattr(state_dict.get(body.get("tokens_embed.weight")), "source", None)
         tokens = params.get("transformer", {}).get("tokens_embed", {}).get("embedding")  # as loaded (and cast)

@@ -284,10 +284,9 @@ class FlaxOpenAIGPTPreTrainedModel:
         try:
             loaded = hf_to_flax(checkpoint.state_dict, config, cls.head, np.dtype(param_dtype), ignore_mismatched_sizes)
         except ShapeMismatchError as error:
-            if not config_overrides:
-                raise
+            cause = f" (set by {sorted(config_overrides)})" if config_overrides else ""
             raise ShapeMismatchError(
-                f"{error} (set by {sorted(config_overrides)}); pass ignore_mismatched_sizes=True to initialise it anew"
+                f"{error}{cause}; pass ignore_mismatched_sizes=True to initialise it anew"
             ) from None
         model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
         if loaded.missing_keys or loaded.mismatched_keys:

@@ -275,28 +275,38 @@ def test_a_head_the_checkpoint_holds_in_part_keeps_what_it_holds(tmp_path, torch
 
 
 @pytest.mark.parametrize(
-    ("head", "change", "key"),
-    [("cls", {"num_labels": 5}, "score.weight"), ("lm", {"vocab_size": 40}, "transformer.tokens_embed.weight")],
+    ("head", "source", "fmt", "change", "key"),
+    [
+        ("cls", "cls", "safetensors", {"num_labels": 5}, "score.weight"),
+        ("lm", "lm", "safetensors", {"vocab_size": 40}, "transformer.tokens_embed.weight"),
+        ("lm", "lm", "bin", {"vocab_size": 40}, "transformer.tokens_embed.weight"),  # + the tied lm_head.weight
+        ("base", "lm", "safetensors", {"n_positions": 9}, "positions_embed.weight"),  # the model's name for it
+    ],
 )
-def test_ignore_mismatched_sizes_initialises_anew_as_transformers(tmp_path, torch_models, head, change, key):
-    """A classifier re-headed for 5 labels, an LM for a larger vocabulary: the tensor whose shape changed is
-    newly drawn and reported as transformers reports it; everything else loads. Without the flag, a clear error."""
-    src = save_hf(torch_models[head], tmp_path / "src", "safetensors")
+def test_ignore_mismatched_sizes_initialises_anew_as_transformers(tmp_path, torch_models, head, source, fmt, change, key):
+    """A classifier re-headed for 5 labels, an LM for a larger vocabulary, a base model with fewer
+    positions: the tensors whose shape changed are newly drawn and reported as transformers reports
+    them; everything else loads. Without the flag, a clear error that names it."""
+    src = save_hf(torch_models[source], tmp_path / "src", fmt)
     ours, info = flax_class(head).from_pretrained(src, **change, ignore_mismatched_sizes=True, output_loading_info=True)
     theirs, their_info = hf_class(head).from_pretrained(
         src, **change, ignore_mismatched_sizes=True, output_loading_info=True
     )
-    assert info["mismatched_keys"] == their_info["mismatched_keys"] == [key]
-    assert info["missing_keys"] == their_info["missing_keys"] == []
-    assert info["unexpected_keys"] == their_info["unexpected_keys"] == []
-    expected = torch_state(torch_models[head])
-    body = ours.params["transformer"]
+    assert key in info["mismatched_keys"]
+    for kind in ("mismatched_keys", "missing_keys", "unexpected_keys"):
+        assert info[kind] == their_info[kind], kind
+    expected = torch_state(torch_models[source])
+    body = ours.params.get("transformer", ours.params)
     assert np.array_equal(body["h"]["mlp"]["c_fc"]["kernel"][1], expected["transformer.h.1.mlp.c_fc.weight"])
-    assert np.array_equal(body["positions_embed"]["embedding"], expected["transformer.positions_embed.weight"])
-    new = np.asarray(ours.params["score"]["kernel"] if head == "cls" else body["tokens_embed"]["embedding"])
-    assert new.shape == tuple(theirs.state_dict()[key].shape)[::-1 if head == "cls" else 1]
-    assert 0 < new.std() < 0.1  # normal(0, initializer_range), newly drawn
-    with pytest.raises(ValueError, match=rf"'{key}' has shape .* ignore_mismatched_sizes=True"):
+    state = {k.removeprefix("transformer."): v for k, v in theirs.state_dict().items()} if head == "base" else theirs.state_dict()
+    new = {
+        "score.weight": lambda: ours.params["score"]["kernel"].T,
+        "transformer.tokens_embed.weight": lambda: body["tokens_embed"]["embedding"],
+        "positions_embed.weight": lambda: body["positions_embed"]["embedding"],
+    }[key]()
+    assert new.shape == tuple(state[key].shape)
+    assert 0 < np.asarray(new).std() < 0.1  # normal(0, initializer_range), newly drawn
+    with pytest.raises(ValueError, match=r"has shape .* ignore_mismatched_sizes=True"):
         flax_class(head).from_pretrained(src, **change)
 
 
