@@ -421,6 +421,12 @@ def left_align(input_ids: np.ndarray, attention_mask: np.ndarray | None):
 
 
 def _int_list(name: str, value) -> list:
+    """An int or ints, as a list; arrays and tensors (0-d or 1-d) of integers too, as transformers takes them."""
+    if hasattr(value, "shape") and not isinstance(value, np.integer):
+        array = np.asarray(value)
+        if array.ndim <= 1 and (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+            return [int(v) for v in array.reshape(-1)]
+        raise ValueError(f"{name} must be an int or a list of ints, got an array of shape {array.shape}, {array.dtype}")
     values = [value] if isinstance(value, (int, np.integer)) else list(value)
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be an int or a list of ints, got {value!r}")
@@ -517,7 +523,8 @@ def generate(
         mask = np.asarray(attention_mask)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
-    max_new_tokens = _resolve_max_new_tokens(config, T, max_new_tokens, max_length)
+    longest = T if mask is None else int(np.max(np.sum(mask != 0, axis=1), initial=0))
+    max_new_tokens = _resolve_max_new_tokens(config, T, max_new_tokens, max_length, longest)
     sampler, temperature, top_p = _resolve_sampler(do_sample, temperature, top_k, top_p)
     if (
         not isinstance(num_return_sequences, (int, np.integer))
@@ -579,9 +586,14 @@ def generate(
     return np.concatenate([ids, tokens[:, :count]], axis=1)
 
 
-def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_tokens, max_length) -> int:
-    """transformers' rule (`_prepare_generated_length`): max_new_tokens wins over max_length (prompt +
-    new); with neither, 20 new tokens, the total capped at n_positions."""
+def _resolve_max_new_tokens(
+    config: OpenAIGPTConfig, prompt_len: int, max_new_tokens, max_length, longest: int | None = None
+) -> int:
+    """transformers' rule (`_prepare_generated_length`): max_new_tokens wins over max_length (the prompts'
+    padded width `prompt_len` + new); with neither, 20 new tokens, the total capped at n_positions. The
+    longest prompt (`longest` tokens, default prompt_len) then feeds all but the last new token back, at
+    positions up to longest + new - 2, which the position table must hold (transformers, past it, fails)."""
+    longest = prompt_len if longest is None else longest
     if max_new_tokens is None and max_length is None:
         if prompt_len >= config.n_positions:
             raise ValueError(
@@ -600,11 +612,12 @@ def _resolve_max_new_tokens(config: OpenAIGPTConfig, prompt_len: int, max_new_to
         max_new_tokens = int(max_length) - prompt_len
     if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    total = prompt_len + int(max_new_tokens)
-    if total > config.n_positions:
+    total = longest + int(max_new_tokens)
+    if total > config.n_positions + 1:
         raise ValueError(
-            f"max_length {total} (prompt {prompt_len} + {max_new_tokens} new tokens) exceeds "
-            f"n_positions={config.n_positions}: GPT's position embeddings are absolute, it cannot go further"
+            f"a {longest}-token prompt and {max_new_tokens} new tokens need positions up to {total - 2}, past "
+            f"n_positions={config.n_positions}: GPT's position embeddings are absolute (the last new token is "
+            f"never fed back, so prompt + new tokens may reach n_positions + 1 = {config.n_positions + 1})"
         )
     return int(max_new_tokens)
 
@@ -623,6 +636,8 @@ def _positive_float32(value) -> bool:
 
 
 def _resolve_sampler(do_sample, temperature, top_k, top_p):
+    if not do_sample:  # greedy: the sampling options are not used, so not checked (as transformers)
+        return Sampler(do_sample=False, top_k=None, top_p=False), 1.0, 1.0
     if temperature is None:
         temperature = 1.0
     if top_k == 0 and not isinstance(top_k, bool):  # transformers adds no top-k filter for 0

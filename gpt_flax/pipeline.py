@@ -6,7 +6,8 @@
     # [{"generated_text": "The future of AI is ..."}]
 
 A string gives a list of `num_return_sequences` dicts; a list of strings gives one such list per
-string, generated as one left-padded batch (each row generates what it would alone). Keyword
+string, each generating what it would alone (one left-padded batch when all get the same number of
+new tokens, else one by one, as transformers runs them). Keyword
 arguments are `generate`'s, plus `return_full_text` (default True: the prompt, as given, then the
 continuation), `return_tensors` (token ids instead of text) and `seed` (an int for `prng_key`).
 
@@ -29,7 +30,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import numpy as np
+
+from gpt_flax.generation import _as_key, _resolve_max_new_tokens
 
 TASK = "text-generation"
 # transformers' TextGenerationPipeline._default_generation_config, with GenerationConfig's top_k.
@@ -113,33 +117,37 @@ class TextGenerationPipeline:
                 raise ValueError(f"seed must be an int, got {seed!r}")
             options.setdefault("prng_key", int(seed))
         ids, mask = self._encode(texts)
-        if "max_new_tokens" not in given and "max_new_tokens" in options:
-            if "max_length" in given:
-                del options["max_new_tokens"]  # the user's max_length counts (transformers would ignore it)
-            else:  # the default 256 new tokens, as far as the position table goes
-                room = self.model.config.n_positions - ids.shape[1]
-                if room < 1:
-                    raise ValueError(
-                        f"the prompt's {ids.shape[1]} tokens fill n_positions={self.model.config.n_positions}: "
-                        "no position is left to generate into"
-                    )
-                options["max_new_tokens"] = min(options["max_new_tokens"], room)
+        if "max_new_tokens" not in given and "max_new_tokens" in options and "max_length" in given:
+            del options["max_new_tokens"]  # the user's max_length counts (transformers would ignore it)
+        # Each prompt's own number of new tokens, as if it ran alone (transformers runs them one by one).
+        capped = "max_new_tokens" not in given and options.get("max_new_tokens") is not None
+        budgets = [self._budget(int(length), options, capped) for length in mask.sum(axis=1)]
+        options.pop("max_length", None)
         if not options.get("do_sample", False):  # greedy: the sampling options the caller did not give are moot
             for name in ("temperature", "top_k", "top_p"):
                 if name not in given:
                     options.pop(name, None)
-        n = options.get("num_return_sequences", 1)
         if hasattr(self.model, "_generate"):  # options resolved here, generation_config.json included
             options = self.model._with_token_defaults(options)
-            sequences = self.model._generate(ids, attention_mask=mask, **options)
-        else:
-            sequences = self.model.generate(ids, attention_mask=mask, **options)
+        n = options.get("num_return_sequences", 1)
+        if len(set(budgets)) == 1:  # one left-padded batch
+            sequences = self._run(ids, mask, {**options, "max_new_tokens": budgets[0]})
+            new = [sequences[i * n : (i + 1) * n, ids.shape[1] :] for i in range(len(texts))]
+        else:  # prompts whose budgets differ run one by one, each with its own key
+            key = options.pop("prng_key", None)
+            new = []
+            for i, budget in enumerate(budgets):
+                row = ids[i][mask[i] == 1][None]
+                own = {**options, "max_new_tokens": budget}
+                if key is not None:
+                    own["prng_key"] = jax.random.fold_in(_as_key(key), i)
+                new.append(self._run(row, None, own)[:, row.shape[1] :])
         eos = options.get("eos_token_id")
         eos = self.model.config.eos_token_id if eos is None else eos
         results = []
         for i, text in enumerate(texts):
             prompt_ids = ids[i][mask[i] == 1]
-            rows = _own_length(sequences[i * n : (i + 1) * n, ids.shape[1] :], eos)
+            rows = _own_length(new[i], eos)
             if return_tensors:
                 results.append(
                     [{"generated_token_ids": [int(t) for t in prompt_ids] + [int(t) for t in row]} for row in rows]
@@ -149,6 +157,26 @@ class TextGenerationPipeline:
                     [{"generated_text": self._text(text, prompt_ids, row, return_full_text)} for row in rows]
                 )
         return results[0] if single else results
+
+    def _budget(self, length: int, options: dict, capped: bool):
+        """The new tokens for a prompt of `length` tokens alone: max_new_tokens (a default one stopping at
+        the position table's end), else max_length - length, else generate's default."""
+        config = self.model.config
+        if options.get("max_new_tokens") is None:
+            return _resolve_max_new_tokens(config, length, None, options.get("max_length"))
+        if not capped:
+            return options["max_new_tokens"]
+        room = config.n_positions - length  # a default length stops at the position table's end, as generate's
+        if room < 1:
+            raise ValueError(
+                f"the prompt's {length} tokens fill n_positions={config.n_positions}: no position is left to generate into"
+            )
+        return min(options["max_new_tokens"], room)
+
+    def _run(self, ids, mask, options: dict) -> np.ndarray:
+        if hasattr(self.model, "_generate"):
+            return self.model._generate(ids, attention_mask=mask, **options)
+        return self.model.generate(ids, attention_mask=mask, **options)
 
     def _encode(self, texts: list):
         """Left-padded ids and mask [B, T]; padded here because GPT's tokenizer has no pad token."""

@@ -271,7 +271,11 @@ def test_warpers_match_transformers_on_random_logits():
         np.testing.assert_array_equal(kept(gen.top_p_filter(jnp.asarray(logits), p)), kept(theirs))
     sampler = gen.Sampler(do_sample=True, top_k=7, top_p=True)
     ours = gen.process_logits(jnp.asarray(logits), sampler, 0.7, 0.8)
-    warpers = [transformers.TemperatureLogitsWarper(0.7), transformers.TopKLogitsWarper(7), transformers.TopPLogitsWarper(0.8)]
+    warpers = [
+        transformers.TemperatureLogitsWarper(0.7),
+        transformers.TopKLogitsWarper(7),
+        transformers.TopPLogitsWarper(0.8),
+    ]
     theirs = scores.clone()
     for w in warpers:
         theirs = w(None, theirs)
@@ -346,11 +350,11 @@ def test_same_shapes_do_not_recompile(small):
     "kwargs, message",
     [
         ({"max_new_tokens": 80}, "n_positions"),
-        ({"max_length": 81}, "n_positions"),
+        ({"max_length": 82}, "n_positions"),  # 81 = n_positions + 1 fits: the last token is not fed back
         ({"max_length": 7}, "max_length"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"temperature": 0.0, "do_sample": True}, "temperature"),
-        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": -1.0, "do_sample": True}, "temperature"),
         ({"top_p": 0.0, "do_sample": True}, "top_p"),
         ({"top_p": 1.5, "do_sample": True}, "top_p"),
         ({"top_k": -1, "do_sample": True}, "top_k"),  # 0 is no filter, as transformers
@@ -515,16 +519,22 @@ def test_cli_generates_from_a_local_directory(model_dir, capsys, monkeypatch):
     expected = pipeline("text-generation", model=model_dir)(PROMPTS[1], max_new_tokens=12, do_sample=False)
     code, out, _ = run_cli([PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy"], capsys)
     assert code == 0 and out == expected[0]["generated_text"] + "\n"
-    code, streamed, _ = run_cli([PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy", "--stream"], capsys)
+    code, streamed, _ = run_cli(
+        [PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy", "--stream"], capsys
+    )
     assert code == 0 and streamed == out
     argv = [PROMPTS[1], "--model", model_dir, "--max-length", "20", "--do-sample", "--seed", "3"]
-    code, sampled, _ = run_cli([*argv, "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--num-return-sequences", "2"], capsys)
+    code, sampled, _ = run_cli(
+        [*argv, "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--num-return-sequences", "2"], capsys
+    )
     assert code == 0 and len(sampled.splitlines()) == 2
 
 
 def test_cli_offline_hub_id_is_a_one_line_error(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out, err = run_cli(["The future of AI is", "--model", "openai-community/openai-gpt", "--max-length", "50"], capsys)
+    code, out, err = run_cli(
+        ["The future of AI is", "--model", "openai-community/openai-gpt", "--max-length", "50"], capsys
+    )
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and "local model directory" in err
 
@@ -532,7 +542,7 @@ def test_cli_offline_hub_id_is_a_one_line_error(capsys, monkeypatch):
 def test_cli_bad_arguments_are_one_line_errors(model_dir, capsys):
     code, _, err = run_cli(["Hi", "--model", model_dir, "--do-sample", "--top-p", "1.5"], capsys)
     assert code == 1 and "top_p" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["Hi", "--model", model_dir, "--max-length", "65"], capsys)
+    code, _, err = run_cli(["Hi", "--model", model_dir, "--max-length", "66"], capsys)
     assert code == 1 and "n_positions" in err
 
 
@@ -639,3 +649,55 @@ def test_generation_config_json_values_read_as_transformers_reads_them(model_dir
             json.dump({"max_length": 30, "max_new_tokens": 5, "top_p": 0.0, "transformers_version": version}, f)
         generator = pipeline("text-generation", model=str(directory), do_sample=False)
         assert len(generator("One", return_tensors=True)[0]["generated_token_ids"]) == length, version
+
+
+def test_prompt_and_new_tokens_may_reach_n_positions_plus_one_like_transformers(small, decode_path):
+    """The last new token is never fed back, so it needs no position: transformers generates
+    n_positions + 1 tokens in all, and so do we; one more is refused before any work."""
+    model, ref = small
+    ids = prompts(4, batch=2, length=SMALL.n_positions - 1)
+    ours = model.generate(ids, max_new_tokens=2)
+    assert ours.shape == (2, SMALL.n_positions + 1)
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=2))
+    full = prompts(5, batch=1, length=SMALL.n_positions)
+    np.testing.assert_array_equal(model.generate(full, max_new_tokens=1), hf_generate(ref, full, max_new_tokens=1))
+    with pytest.raises(ValueError, match="past n_positions=80"):
+        model.generate(ids, max_new_tokens=3)
+    # the longest unpadded prompt counts, not the padded width
+    mask = np.ones_like(ids)
+    mask[:, :10] = 0
+    assert model.generate(ids, attention_mask=mask, max_new_tokens=12).shape == (2, SMALL.n_positions - 1 + 12)
+
+
+def test_greedy_ignores_sampling_options_like_transformers(small):
+    """temperature=0 or top_p=0 with greedy decoding (a common habit) are not used, so not refused."""
+    model, _ = small
+    greedy = model.generate(prompts(), max_new_tokens=4)
+    for options in ({"temperature": 0.0}, {"top_p": 0.0}, {"top_k": -3}, {"temperature": 0.0, "do_sample": False}):
+        np.testing.assert_array_equal(model.generate(prompts(), max_new_tokens=4, **options), greedy)
+
+
+def test_eos_token_id_as_an_array_or_tensor(small):
+    model, ref = small
+    ids = prompts()
+    eos = int(model.generate(ids, max_new_tokens=3)[0, -1])
+    expected = hf_generate(ref, ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)
+    for given in (np.array(eos), np.array([eos]), torch.tensor([eos]), jnp.asarray(eos)):
+        np.testing.assert_array_equal(
+            model.generate(ids, max_new_tokens=6, eos_token_id=given, pad_token_id=0), expected
+        )
+    with pytest.raises(ValueError, match="eos_token_id must be an int or a list of ints"):
+        model.generate(ids, eos_token_id=np.array([1.5]))
+
+
+def test_pipeline_prompts_in_a_list_each_get_their_own_length(model_dir):
+    """A short prompt beside a long one generates what it would alone: the default length stops at each
+    prompt's own end of the position table, and a max_length counts each prompt's own tokens."""
+    ours = pipeline("text-generation", model=model_dir, do_sample=False)
+    short, long = "One", "the quick brown fox jumps over the lazy dog " * 2
+    for options in ({}, {"max_length": 24}):
+        alone = [ours(p, return_tensors=True, **options) for p in (short, long)]
+        assert ours([short, long], return_tensors=True, **options) == alone
+    assert len(alone[0][0]["generated_token_ids"]) == 24
+    with pytest.raises(ValueError, match="leaves no room after the 18-token prompt"):
+        ours([short, long], max_length=12)
