@@ -17,6 +17,7 @@ model the auxiliary LM loss weighted lambda = 0.5 (L3 = L2 + lambda * L1). The s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
+
+from gpt_flax.validation import as_array, validate_inputs
 
 # The paper's fine-tuning hyperparameters (section 4.1) and OpenAI's finetune code's Adam.
 LEARNING_RATE = 6.25e-5
@@ -33,6 +36,8 @@ MAX_GRAD_NORM = 1.0
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 LM_COEF = 0.5
 DECAYED_LEAVES = ("kernel", "embedding")  # matrices; biases and LayerNorm gains ("bias", "scale") are not
+# The model call's arguments that are not inputs of a batch.
+NOT_INPUTS = ("self", "output_attentions", "output_hidden_states", "return_dict", "params", "train", "dropout_rng")
 
 
 def linear_schedule_with_warmup(peak: float, num_warmup_steps: int, num_train_steps: int) -> optax.Schedule:
@@ -77,9 +82,12 @@ def paper_optimizer(
 
 
 def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainState:
-    """flax's TrainState over a copy of the model's params (the train step donates its state, which must
-    not take `model.params` with it): step, params, optimizer state."""
-    params = jax.tree_util.tree_map(jnp.copy, model.params)
+    """flax's TrainState (step, params, optimizer state) over a float32 copy of the model's params: the
+    master weights, whatever the model's param_dtype (a 6.25e-5 step is below half a bfloat16 ulp of
+    a LayerNorm gain of 1, so bfloat16 weights would not move), and a copy because the train step
+    donates its state, which must not take `model.params` with it. The forward still computes in the
+    model's dtype."""
+    params = jax.tree_util.tree_map(lambda x: jnp.array(x, jnp.promote_types(x.dtype, jnp.float32)), model.params)
     return TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
 
 
@@ -102,9 +110,24 @@ def training_loss(model, params, batch: dict, rng, lm_coef: float = LM_COEF) -> 
     return loss, {"loss": loss, "mc_loss": out.mc_loss, "lm_loss": out.loss}
 
 
-def make_train_step(model, lm_coef: float = LM_COEF) -> Callable:
+def checked_batch(model, batch: dict) -> dict:
+    """The batch as arrays, checked on the host as the model's own call checks it, values included (an
+    id past the vocabulary, a label out of range): inside the jitted step they are tracers, where such
+    a batch would only turn the loss, and then every weight, into NaN."""
+    names = [n for n in inspect.signature(type(model).__call__).parameters if n not in NOT_INPUTS]
+    unknown = sorted(set(batch) - set(names))
+    if unknown:
+        raise TypeError(f"the batch has keys {type(model).__name__} does not take: {unknown}; it takes {names}")
+    arrays = {name: as_array(name, batch.get(name)) for name in names}
+    validate_inputs(model.config, model.head, arrays)
+    return {name: value for name, value in arrays.items() if value is not None}
+
+
+def make_train_step(model, lm_coef: float = LM_COEF, *, check_inputs: bool = True) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`, jitted once per batch shape, the state donated.
-    Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run."""
+    Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run.
+    The batch (a dict of the model's inputs, arrays or nested lists) is checked on the host first
+    (`checked_batch`); `check_inputs=False` skips that, e.g. for batches already on the devices."""
 
     def train_step(state: TrainState, batch: dict, rng):
         step_rng = jax.random.fold_in(rng, state.step)
@@ -113,4 +136,11 @@ def make_train_step(model, lm_coef: float = LM_COEF) -> Callable:
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads), metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    jitted = jax.jit(train_step, donate_argnums=(0,))
+    if not check_inputs:
+        return jitted
+
+    def checked_train_step(state: TrainState, batch: dict, rng):
+        return jitted(state, checked_batch(model, batch), rng)
+
+    return checked_train_step

@@ -146,3 +146,41 @@ def test_what_cannot_train_is_refused():
         make_train_step(lm)(create_train_state(lm, paper_optimizer(2)), {"input_ids": ids}, jax.random.key(0))
     with pytest.raises(ValueError, match="num_warmup_steps <= num_train_steps"):
         paper_optimizer(2, num_warmup_steps=3)
+
+
+def test_a_bad_batch_is_refused_before_the_step_and_the_state_survives():
+    """Inside the jitted step values are tracers: the batch is checked on the host first, as the model's
+    own call checks it, so an id past the vocabulary is an error, not NaN weights."""
+    model = FlaxOpenAIGPTDoubleHeadsModel(OpenAIGPTConfig(**SMALL))
+    state = create_train_state(model, paper_optimizer(10))
+    train_step = make_train_step(model)
+    ids = np.ones((1, 2, 5), np.int32)
+    good = {"input_ids": ids, "mc_token_ids": np.array([[4, 4]]), "mc_labels": np.array([1])}
+    for bad, message in (
+        ({**good, "input_ids": np.full((1, 2, 5), 37)}, "input_ids holds 37"),
+        ({**good, "mc_labels": np.array([2])}, "mc_labels holds 2"),
+        ({**good, "labels": np.full((1, 2, 5), 40)}, "labels holds 40"),
+        ({**good, "label": ids}, r"does not take: \['label'\]"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=message):
+            train_step(state, bad, jax.random.key(0))
+    as_lists = {k: v.tolist() for k, v in good.items()}
+    state, metrics = train_step(state, as_lists, jax.random.key(0))  # the state was not donated away
+    assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
+
+
+def test_bfloat16_weights_train_on_float32_master_weights():
+    """A model with bfloat16 params: the state keeps float32 master weights, so the paper's small steps
+    move even the LayerNorm gains (1.0 in bfloat16 does not move by 6.25e-5)."""
+    import jax.numpy as jnp
+
+    model = FlaxOpenAIGPTLMHeadModel(OpenAIGPTConfig(**SMALL), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    state = create_train_state(model, paper_optimizer(10, num_warmup_steps=0))
+    assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    ids = np.random.RandomState(2).randint(0, 37, (2, 9)).astype(np.int32)
+    start = np.asarray(state.params["transformer"]["h"]["ln_1"]["scale"])
+    train_step = make_train_step(model)
+    for _ in range(3):
+        state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
+    moved = np.asarray(state.params["transformer"]["h"]["ln_1"]["scale"]) - start
+    assert np.all(np.abs(moved) > 1e-5)
