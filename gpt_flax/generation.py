@@ -79,11 +79,15 @@ class KVCache(NamedTuple):
 
 
 class Sampler(NamedTuple):
-    """How the next token is chosen; static under jit (the values of temperature and top_p are not)."""
+    """How the next token is chosen; static under jit (the values of temperature, top_p, the
+    repetition penalty and the minimum of new tokens are not)."""
 
     do_sample: bool = False
     top_k: int | None = None
     top_p: bool = False  # whether the top-p filter runs (transformers skips it at top_p == 1)
+    repetition_penalty: bool = False  # whether the penalty runs (transformers skips it at 1.0)
+    no_repeat_ngram_size: int = 0  # 0: no n-gram is banned
+    min_new_tokens: bool = False  # whether eos may be banned early (needs a minimum and an eos)
 
 
 # -- the cached block ------------------------------------------------------------------------
@@ -264,6 +268,51 @@ def top_p_filter(logits, top_p):
     return jnp.where(logits < threshold, -jnp.inf, logits)
 
 
+def repetition_penalty_filter(logits, seen, penalty):
+    """transformers `RepetitionPenaltyLogitsProcessor`: the logit of every token in `seen` [B, V]
+    (bool) divided by `penalty` where positive, multiplied by it where negative."""
+    penalized = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalized, logits)
+
+
+def no_repeat_ngram_filter(logits, history, valid, n: int):
+    """transformers `NoRepeatNGramLogitsProcessor`: -inf on every token that would complete an
+    n-gram already in the row. history [B, W] ids whose valid [B, W] entries are the row's tokens
+    so far, one contiguous run per row ending at the same column for every row.
+
+    The last n - 1 tokens are compared with every window of n - 1 tokens; a window that matches
+    and lies wholly inside the row bans the token after it. With n = 1 every token seen is banned.
+    """
+    B, W = history.shape
+    end = jnp.max(jnp.where(valid, jnp.arange(W)[None, :] + 1, 0), axis=1)  # [B]: one past the row's last token
+    width = W - (n - 1)  # windows start at 0 .. width - 1
+    match = valid[:, :width]  # the window starts inside the row
+    for j in range(n - 1):
+        last_j = jnp.take_along_axis(history, jnp.clip(end - (n - 1) + j, 0, W - 1)[:, None], axis=1)  # [B, 1]
+        match = match & (history[:, j : j + width] == last_j)
+    match = match & (jnp.arange(width)[None, :] + (n - 1) < end[:, None])  # the banned token is in the row
+    banned = jnp.zeros(logits.shape, jnp.int32).at[jnp.arange(B)[:, None], history[:, n - 1 :]].add(match)
+    return jnp.where(banned > 0, -jnp.inf, logits)
+
+
+def constrain_logits(logits, history, valid, step, eos_ids, sampler: Sampler, penalty, min_new_tokens):
+    """transformers' logits processors that generate supports, in its order (`_get_logits_processor`):
+    repetition penalty, no-repeat n-grams, then eos banned while fewer than `min_new_tokens` new
+    tokens are out. logits [B, V] float32; history [B, W] ids, valid [B, W] (the row's tokens so far:
+    its prompt without padding, then what it generated); `step` tokens are out. Greedy decoding and
+    sampling both choose from what this returns."""
+    B, V = logits.shape
+    if sampler.repetition_penalty:
+        seen = jnp.zeros((B, V), jnp.int32).at[jnp.arange(B)[:, None], history].add(valid) > 0
+        logits = repetition_penalty_filter(logits, seen, penalty)
+    if sampler.no_repeat_ngram_size:
+        logits = no_repeat_ngram_filter(logits, history, valid, sampler.no_repeat_ngram_size)
+    if sampler.min_new_tokens:
+        is_eos = jnp.any(jnp.arange(V)[:, None] == eos_ids[None, :], axis=1)  # [V]
+        logits = jnp.where(is_eos[None, :] & (step < min_new_tokens), -jnp.inf, logits)
+    return logits
+
+
 def process_logits(logits, sampler: Sampler, temperature, top_p):
     """The sampling warpers in transformers' order: temperature, top-k, top-p. [B, V] float32."""
     logits = logits.astype(jnp.float32) / temperature
@@ -338,6 +387,8 @@ def _generate_loop(
     pad_id,
     key,
     stream_id,
+    penalty,
+    min_new_tokens,
     *,
     config: OpenAIGPTConfig,
     sampler: Sampler,
@@ -349,7 +400,8 @@ def _generate_loop(
     """Prefill, then decode until max_new_tokens or every row has emitted an eos.
 
     input_ids [B, T] left-padded, start [B], eos_ids [E]; scalars max_new_tokens, temperature,
-    top_p, pad_id are traced (changing them does not recompile). `cpu_kernel`: decode steps run
+    top_p, pad_id, penalty (the repetition penalty) and min_new_tokens are traced (changing them
+    does not recompile). `cpu_kernel`: decode steps run
     their matmuls on `cpu_decode` (`use_cpu_kernel`). Returns (tokens [B, S - T], count).
     """
     B, T = input_ids.shape
@@ -363,7 +415,15 @@ def _generate_loop(
     else:
         layers, lm_head = split_layers(params["h"], config.n_layer), None
 
-    def pick(logits, step, done):
+    constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
+
+    def pick(logits, step, done, tokens):
+        if constrained:  # the row's tokens so far: its prompt from start[b], then tokens[:, :step]
+            history = jnp.concatenate([input_ids, tokens], axis=1)
+            column = jnp.arange(history.shape[1])[None, :]
+            valid = (column >= start[:, None]) & (column < T + step)
+            logits = logits.astype(jnp.float32)
+            logits = constrain_logits(logits, history, valid, step, eos_ids, sampler, penalty, min_new_tokens)
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
         # transformers `_sample`: finished rows get pad_token_id; a row finishes on emitting an eos.
         token = jnp.where(done, pad_id, token)
@@ -375,16 +435,16 @@ def _generate_loop(
     # The kernels' attention reads only the live slots: one phase over the whole cache.
     widths = (cache_size,) if cpu_kernel else phase_widths(T, cache_size)
     logits, cache = prefill(params, config, input_ids, start, widths[0], dtype)
-    first, done = pick(logits, 0, jnp.zeros((B,), bool))
-    tokens = jnp.full((B, cache_size - T), pad_id, jnp.int32).at[:, 0].set(first)
-    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens, done)
+    tokens = jnp.full((B, cache_size - T), pad_id, jnp.int32)
+    first, done = pick(logits, jnp.zeros((), jnp.int32), jnp.zeros((B,), bool), tokens)
+    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens.at[:, 0].set(first), done)
 
     def cond(s: _State):
         return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < s.cache.size)
 
     def body(s: _State) -> _State:
         logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, lm_head=lm_head, dtype=dtype)
-        token, done = pick(logits, s.step + 1, s.done)
+        token, done = pick(logits, s.step + 1, s.done, s.tokens)
         tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (jnp.zeros_like(s.step), s.step + 1))
         return _State(s.step + 1, token, cache, tokens, done)
 
@@ -494,6 +554,10 @@ def generate(
     num_return_sequences: int = 1,
     prng_key=None,
     *,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+    min_new_tokens: int | None = None,
+    min_length: int | None = None,
     streamer: Callable[[np.ndarray], None] | None = None,
     dtype=jnp.float32,
 ) -> np.ndarray:
@@ -508,6 +572,13 @@ def generate(
     seed; fresh entropy if None) drives sampling. `streamer(tokens [B * n])` is called with each
     step's tokens as they are chosen; an exception it raises stops the loop and is raised here.
     top_k=None means no top-k filter (transformers' default is 50).
+
+    transformers' logits processors, greedy or sampling, before the sampling options:
+    `repetition_penalty` (> 0; 1 or None: off) divides the positive logits of every token the row
+    holds so far and multiplies the negative ones; `no_repeat_ngram_size` n bans every token that
+    would repeat an n-gram of the row; `min_new_tokens` (or `min_length`, prompt width included, as
+    max_length) bans the eos ids until that many new tokens are out. A row's tokens are its prompt
+    without the masked padding (each row as if alone, as its attention) and what it generated.
     """
     ids = _check_ids(input_ids, config)
     if not config.tie_word_embeddings and "lm_head" not in params:
@@ -526,6 +597,9 @@ def generate(
     longest = T if mask is None else int(np.max(np.sum(mask != 0, axis=1), initial=0))
     max_new_tokens = _resolve_max_new_tokens(config, T, max_new_tokens, max_length, longest)
     sampler, temperature, top_p = _resolve_sampler(do_sample, temperature, top_k, top_p)
+    sampler, penalty, min_new = _resolve_processors(
+        sampler, repetition_penalty, no_repeat_ngram_size, min_new_tokens, min_length, T, max_new_tokens
+    )
     if (
         not isinstance(num_return_sequences, (int, np.integer))
         or isinstance(num_return_sequences, bool)
@@ -539,6 +613,7 @@ def generate(
     if eos_token_id is None:
         eos_token_id = config.eos_token_id if config.eos_token_id is not None else []  # 0 is a token id
     eos = _int_list("eos_token_id", eos_token_id)
+    sampler = sampler._replace(min_new_tokens=sampler.min_new_tokens and bool(eos))  # as transformers: no eos, no ban
     if any(not 0 <= e < config.vocab_size for e in eos):
         logger.warning("eos_token_id %s is outside [0, %d): no generated token can match it", eos, config.vocab_size)
     if pad_token_id is not None and (not isinstance(pad_token_id, (int, np.integer)) or isinstance(pad_token_id, bool)):
@@ -570,6 +645,8 @@ def generate(
             jnp.int32(pad),
             _as_key(prng_key) if do_sample else jax.random.key(0),
             jnp.int32(stream_id),
+            jnp.float32(penalty),
+            jnp.int32(min_new),
             config=config,
             sampler=sampler,
             cache_size=cache_bucket(slots, max_new_tokens),
@@ -656,11 +733,43 @@ def _resolve_sampler(do_sample, temperature, top_k, top_p):
     return sampler, float(temperature), float(top_p if top_p is not None else 1.0)
 
 
+def _resolve_processors(sampler, repetition_penalty, no_repeat_ngram_size, min_new_tokens, min_length, T, max_new):
+    """Check the logits processors' options; returns (sampler with their flags, penalty, minimum new tokens).
+    min_new_tokens wins over min_length, which counts the prompt's T columns (transformers'
+    `_prepare_generated_length`)."""
+    if repetition_penalty is not None and not _positive_float32(repetition_penalty):
+        raise ValueError(f"repetition_penalty must be a finite number > 0 (1.0: no penalty), got {repetition_penalty!r}")
+    for name, value in (
+        ("no_repeat_ngram_size", no_repeat_ngram_size), ("min_new_tokens", min_new_tokens), ("min_length", min_length)
+    ):  # fmt: skip
+        if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
+    penalty = 1.0 if repetition_penalty is None else float(repetition_penalty)
+    if min_new_tokens is not None:
+        if min_length:
+            logger.warning(
+                "Both min_new_tokens (=%d) and min_length (=%d) are set: min_new_tokens takes precedence.",
+                min_new_tokens, min_length,
+            )  # fmt: skip
+        min_new = int(min_new_tokens)
+    else:
+        min_new = max(0, int(min_length or 0) - T)
+    if min_new > max_new:
+        logger.warning(
+            "Unfeasible length constraints: at least %d new tokens asked for, at most %d allowed; generation "
+            "stops at the maximum.", min_new, max_new,
+        )  # fmt: skip
+    sampler = sampler._replace(
+        repetition_penalty=penalty != 1.0, no_repeat_ngram_size=int(no_repeat_ngram_size or 0), min_new_tokens=min_new > 0
+    )
+    return sampler, penalty, min_new
+
+
 GENERATION_CONFIG_NAME = "generation_config.json"
 # generate's arguments that a generation_config.json (transformers' GenerationConfig) may default.
 GENERATION_KEYS = (
     "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "pad_token_id",
-    "num_return_sequences",
+    "num_return_sequences", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "min_length",
 )  # fmt: skip
 # Keys that describe the file or only how transformers runs (caches, assistants, what generate
 # returns), and GenerationConfig's defaults of the options generate lacks: none of these is reported.
@@ -673,8 +782,7 @@ _NO_TOKEN_EFFECT = frozenset((
     "output_scores", "output_logits", "return_dict_in_generate", "generation_kwargs", "max_time",
 ))  # fmt: skip
 _NO_EFFECT = {
-    "num_beams": 1, "num_beam_groups": 1, "repetition_penalty": 1.0, "min_length": 0, "no_repeat_ngram_size": 0,
-    "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
+    "num_beams": 1, "num_beam_groups": 1, "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
     "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0,
 }  # fmt: skip
 
@@ -721,11 +829,19 @@ class GenerationMixin:
         num_return_sequences: int | None = None,
         prng_key=None,
         *,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        min_new_tokens: int | None = None,
+        min_length: int | None = None,
         params: dict | None = None,
         streamer: Callable[[np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
         given = {
+            "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
+            "min_new_tokens": min_new_tokens,
+            "min_length": min_length,
             "max_new_tokens": max_new_tokens,
             "max_length": max_length,
             "do_sample": do_sample,

@@ -41,7 +41,8 @@ PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.
 # GenerationConfig()'s values of generate's options.
 GLOBAL_DEFAULTS = {
     "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
-    "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1,
+    "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1, "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0,
 }  # fmt: skip
 GENERATE_OPTIONS = frozenset(
     (
@@ -54,6 +55,10 @@ GENERATE_OPTIONS = frozenset(
         "eos_token_id",
         "pad_token_id",
         "num_return_sequences",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "min_new_tokens",
+        "min_length",
         "prng_key",
         "streamer",
     )
@@ -123,6 +128,12 @@ class TextGenerationPipeline:
         capped = "max_new_tokens" not in given and options.get("max_new_tokens") is not None
         budgets = [self._budget(int(length), options, capped) for length in mask.sum(axis=1)]
         options.pop("max_length", None)
+        # min_length counts each prompt's own tokens too: as min_new_tokens per prompt (which wins over it).
+        min_length = options.pop("min_length", None)
+        if options.get("min_new_tokens") is None and min_length:
+            budgets = [(b, max(0, min_length - int(n))) for b, n in zip(budgets, mask.sum(axis=1))]
+        else:
+            budgets = [(b, options.get("min_new_tokens")) for b in budgets]
         if not options.get("do_sample", False):  # greedy: the sampling options the caller did not give are moot
             for name in ("temperature", "top_k", "top_p"):
                 if name not in given:
@@ -131,14 +142,14 @@ class TextGenerationPipeline:
             options = self.model._with_token_defaults(options)
         n = options.get("num_return_sequences", 1)
         if len(set(budgets)) == 1:  # one left-padded batch
-            sequences = self._run(ids, mask, {**options, "max_new_tokens": budgets[0]})
+            sequences = self._run(ids, mask, {**options, **_lengths(budgets[0])})
             new = [sequences[i * n : (i + 1) * n, ids.shape[1] :] for i in range(len(texts))]
         else:  # prompts whose budgets differ run one by one, each with its own key
             key = options.pop("prng_key", None)
             new = []
             for i, budget in enumerate(budgets):
                 row = ids[i][mask[i] == 1][None]
-                own = {**options, "max_new_tokens": budget}
+                own = {**options, **_lengths(budget)}
                 if key is not None:
                     own["prng_key"] = jax.random.fold_in(_as_key(key), i)
                 new.append(self._run(row, None, own)[:, row.shape[1] :])
@@ -205,6 +216,12 @@ class TextGenerationPipeline:
         full = decode(np.concatenate([prompt_ids, new_ids]))
         new_text = full[len(decode(prompt_ids)) :]
         return prompt + new_text if return_full_text else new_text
+
+
+def _lengths(budget: tuple) -> dict:
+    """generate's length options for a prompt's (max_new_tokens, min_new_tokens or None)."""
+    most, least = budget
+    return {"max_new_tokens": most} if least is None else {"max_new_tokens": most, "min_new_tokens": least}
 
 
 def _check_options(options: dict) -> None:

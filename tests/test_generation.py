@@ -9,6 +9,7 @@ ours treats the pads as tokens too and matches transformers' batched output (tes
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 
@@ -598,10 +599,10 @@ def test_generation_config_json_gives_generate_and_pipeline_defaults(model_dir, 
     assert ours.task_defaults["pad_token_id"] == tokenizer.unk_token_id
 
     with open(directory / "generation_config.json", "w") as f:
-        json.dump({"repetition_penalty": 1.3, "num_beams": 1, "transformers_version": "4.56.2"}, f)
+        json.dump({"num_beams": 4, "repetition_penalty": 1.3, "transformers_version": "4.56.2"}, f)
     with caplog.at_level("WARNING", logger="gpt_flax"):
         FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
-    assert "sets {'repetition_penalty': 1.3}, which gpt-flax's generate does not implement" in caplog.text
+    assert "sets {'num_beams': 4}, which gpt-flax's generate does not implement" in caplog.text
 
 
 def test_generation_config_json_values_read_as_transformers_reads_them(model_dir, tmp_path):
@@ -701,3 +702,162 @@ def test_pipeline_prompts_in_a_list_each_get_their_own_length(model_dir):
     assert len(alone[0][0]["generated_token_ids"]) == 24
     with pytest.raises(ValueError, match="leaves no room after the 18-token prompt"):
         ours([short, long], max_length=12)
+
+
+# -- logits processors: repetition penalty, no-repeat n-grams, minimum length ------------------
+def test_logits_processors_match_transformers_on_random_histories():
+    """constrain_logits against transformers' processors, each row given to them alone (without its
+    padding: ours masks it), then with the sampling warpers after them in transformers' order."""
+    rng = np.random.default_rng(0)
+    B, V, W = 4, 11, 16  # a small vocabulary, so n-grams repeat
+    history = rng.integers(0, V, (B, W))
+    starts = np.array([0, 3, 9, 12])  # rows of 16, 13, 7 and 4 tokens, their padding on the left
+    valid = np.arange(W)[None, :] >= starts[:, None]
+    logits = (rng.normal(size=(B, V)) * 3).astype(np.float32)
+    eos = [2, 5]
+
+    def theirs(processors, step):
+        rows = []
+        for b in range(B):
+            row, scores = torch.tensor(history[b : b + 1, starts[b] :]), torch.tensor(logits[b : b + 1])
+            for p in processors(prompt_length=row.shape[1] - step):
+                scores = p(row, scores)
+            rows.append(scores.numpy()[0])
+        return np.stack(rows)
+
+    def ours(sampler, penalty=1.0, min_new=0, step=0):
+        args = (jnp.asarray(history), jnp.asarray(valid), jnp.int32(step), jnp.asarray(eos), sampler)
+        return np.asarray(gen.constrain_logits(jnp.asarray(logits), *args, jnp.float32(penalty), jnp.int32(min_new)))
+
+    for penalty in (1.4, 0.6):
+        expected = theirs(lambda prompt_length, p=penalty: [transformers.RepetitionPenaltyLogitsProcessor(p)], 0)
+        np.testing.assert_allclose(ours(gen.Sampler(repetition_penalty=True), penalty), expected, rtol=1e-6)
+    for n in (1, 2, 3, 7):
+        expected = theirs(lambda prompt_length, n=n: [transformers.NoRepeatNGramLogitsProcessor(n)], 0)
+        got = ours(gen.Sampler(no_repeat_ngram_size=n))
+        np.testing.assert_array_equal(got, expected)
+        if n <= 2:
+            assert np.isinf(got).any()  # the case bans something
+    for step in (3, 4):  # 4 new tokens at least: eos is banned at step 3, allowed at step 4
+        expected = theirs(
+            lambda prompt_length: [transformers.MinNewTokensLengthLogitsProcessor(prompt_length, 4, eos)], step
+        )
+        got = ours(gen.Sampler(min_new_tokens=True), min_new=4, step=step)
+        np.testing.assert_array_equal(got, expected)
+        assert np.isinf(got[:, eos]).all() == (step == 3)
+
+    sampler = gen.Sampler(
+        True, top_k=6, top_p=True, repetition_penalty=True, no_repeat_ngram_size=2, min_new_tokens=True
+    )
+    got = gen.process_logits(jnp.asarray(ours(sampler, 1.3, 4, 1)), sampler, 0.7, 0.9)
+    expected = theirs(
+        lambda prompt_length: [
+            transformers.RepetitionPenaltyLogitsProcessor(1.3),
+            transformers.NoRepeatNGramLogitsProcessor(2),
+            transformers.MinNewTokensLengthLogitsProcessor(prompt_length, 4, eos),
+            transformers.TemperatureLogitsWarper(0.7),
+            transformers.TopKLogitsWarper(6),
+            transformers.TopPLogitsWarper(0.9),
+        ],
+        1,
+    )
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"repetition_penalty": 1.3},
+        {"repetition_penalty": 0.7, "no_repeat_ngram_size": 1},
+        {"no_repeat_ngram_size": 2},
+        {"no_repeat_ngram_size": 3, "min_new_tokens": 12, "eos_token_id": 27},
+        {"repetition_penalty": 1.2, "min_length": 20, "eos_token_id": [27, 33]},
+    ],
+)
+def test_logits_processors_greedy_matches_transformers(small, kwargs):
+    model, ref = small
+    ids = prompts(4)
+    ours = model.generate(ids, max_new_tokens=40, pad_token_id=0, **kwargs)
+    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=40, **kwargs))
+    plain = {k: v for k, v in kwargs.items() if k == "eos_token_id"}
+    assert not np.array_equal(ours, model.generate(ids, max_new_tokens=40, pad_token_id=0, **plain))
+
+
+def test_logits_processors_see_each_row_as_alone(small, decode_path):
+    """In a padded batch a row's penalties and n-grams come from its own tokens, not the padding."""
+    model, ref = small
+    ids, mask = left_padded(5)
+    kwargs = {"repetition_penalty": 1.5, "no_repeat_ngram_size": 2, "min_new_tokens": 9, "eos_token_id": 27}
+    ours = model.generate(ids, attention_mask=mask, max_new_tokens=30, pad_token_id=0, **kwargs)
+    for b in range(3):
+        alone = ids[b : b + 1, 7 - mask[b].sum() :]
+        expected = hf_generate(ref, alone, max_new_tokens=30, **kwargs)[0, alone.shape[1] :]
+        np.testing.assert_array_equal(ours[b, 7 : 7 + len(expected)], expected)
+
+
+def test_sampling_with_logits_processors_keeps_their_rules(small):
+    model, _ = small
+    ids = prompts(6, batch=2, length=4)
+    out = model.generate(
+        ids, max_new_tokens=30, do_sample=True, num_return_sequences=3, prng_key=0, no_repeat_ngram_size=2,
+        min_new_tokens=30, eos_token_id=27, temperature=2.0,
+    )  # fmt: skip
+    assert out.shape == (6, 34)
+    for row in out:
+        bigrams = list(itertools.pairwise(row))
+        assert len(set(bigrams)) == len(bigrams)
+        assert 27 not in row[4:]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"repetition_penalty": 0.0}, "repetition_penalty must be a finite number > 0"),
+        ({"repetition_penalty": float("nan")}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be an integer >= 0"),
+        ({"no_repeat_ngram_size": 2.0}, "no_repeat_ngram_size"),
+        ({"min_new_tokens": -2}, "min_new_tokens must be an integer >= 0"),
+        ({"min_length": True}, "min_length"),
+    ],
+)
+def test_logits_processor_options_are_checked(small, kwargs, message):
+    model, _ = small
+    with pytest.raises(ValueError, match=message):
+        model.generate(prompts(), **kwargs)
+
+
+def test_logits_processors_in_generation_config_pipeline_and_cli(model_dir, tmp_path, capsys):
+    """generation_config.json's repetition penalty is used, as transformers uses it; the pipeline
+    counts min_length on each prompt's own tokens (transformers runs the prompts one by one)."""
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    theirs.generation_config = transformers.GenerationConfig(repetition_penalty=1.6, no_repeat_ngram_size=2)
+    theirs.save_pretrained(directory)
+    ids = np.asarray([[10, 20, 30]])
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        expected = theirs.generate(torch.tensor(ids), max_new_tokens=16, pad_token_id=0).numpy()
+    np.testing.assert_array_equal(ours.generate(ids, max_new_tokens=16), expected)
+    assert not np.array_equal(
+        ours.generate(ids, max_new_tokens=16, repetition_penalty=1.0, no_repeat_ngram_size=0), expected
+    )
+
+    generator = pipeline("text-generation", model=model_dir, do_sample=False, max_new_tokens=12)
+    their_generator = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
+    eos = generator(PROMPTS[2], return_tensors=True)[0]["generated_token_ids"][2]  # the second new token
+    options = {"repetition_penalty": 1.3, "min_length": 8, "eos_token_id": eos}
+    expected = [their_generator(p, max_new_tokens=12, do_sample=False, pad_token_id=0, **options) for p in PROMPTS]
+    assert generator(PROMPTS, **options) == expected
+
+    code, out, _ = run_cli(
+        [PROMPTS[1], "--model", model_dir, "--max-new-tokens", "12", "--greedy", "--repetition-penalty", "1.3",
+         "--no-repeat-ngram-size", "2", "--min-new-tokens", "3"], capsys,
+    )  # fmt: skip
+    options = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_new_tokens": 3}
+    assert code == 0 and out == generator(PROMPTS[1], **options)[0]["generated_text"] + "\n"
