@@ -12,12 +12,13 @@ model the auxiliary LM loss weighted lambda = 0.5 (L3 = L2 + lambda * L1). The s
     train_step = make_train_step(model)                     # jitted once; the state is donated
     for batch in batches:                                   # dicts of the model's inputs and labels
         state, metrics = train_step(state, batch, jax.random.key(0))
-    model.params = state.params
+    model.params = trained_params(model, state)             # a copy: the next step would donate state.params
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,10 +73,13 @@ def paper_optimizer(
     max_grad_norm: float | None = MAX_GRAD_NORM,
 ) -> optax.GradientTransformation:
     """The paper's fine-tuning optimizer for `num_train_steps` updates: clip, then AdamW on the schedule.
-    The warmup is `num_warmup_steps`, or `warmup_fraction` of training (rounded down, as int())."""
-    warmup = int(warmup_fraction * num_train_steps) if num_warmup_steps is None else num_warmup_steps
+    The warmup is `num_warmup_steps`, or `warmup_fraction` of training rounded up (transformers'
+    Trainer `warmup_ratio`: a run of any length starts from a learning rate of 0). The learning rate
+    of each update is kept in the optimizer state (`optax.inject_hyperparams`), where the train step
+    reads it into its metrics."""
+    warmup = math.ceil(warmup_fraction * num_train_steps) if num_warmup_steps is None else num_warmup_steps
     schedule = linear_schedule_with_warmup(learning_rate, warmup, num_train_steps)
-    adamw = optax.adamw(
+    adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
         schedule, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS, weight_decay=weight_decay, mask=weight_decay_mask
     )
     return adamw if max_grad_norm is None else optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
@@ -94,20 +98,47 @@ def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainS
 def training_loss(model, params, batch: dict, rng, lm_coef: float = LM_COEF) -> tuple[jax.Array, dict]:
     """(the loss to minimise, metrics) of one batch in training mode (dropout from `rng`). The LM and
     classification heads train on their loss; the double-heads model on mc_loss + lm_coef * LM loss
-    (the LM term only when the batch has `labels`)."""
-    if model.head == "base":
-        raise ValueError("the base model has no loss; fine-tune an LM, double-heads or classification model")
+    (the LM term only when the batch has `labels`; the LM loss alone when it has no `mc_labels`)."""
+    _check_trainable(model)
     out = model(**batch, params=params, train=True, dropout_rng=rng)
     if model.head != "double":
         if out.loss is None:
             raise ValueError("the batch needs `labels` for a loss")
         return out.loss, {"loss": out.loss}
-    if out.mc_loss is None:
-        raise ValueError("the double-heads model trains on `mc_labels` (and optionally `labels`); the batch has none")
+    if out.mc_loss is None and out.loss is None:
+        raise ValueError("the double-heads model trains on `mc_labels`, `labels` or both; the batch has neither")
+    if out.mc_loss is None:  # a language-modelling phase
+        return out.loss, {"loss": out.loss, "lm_loss": out.loss}
     if out.loss is None:
         return out.mc_loss, {"loss": out.mc_loss, "mc_loss": out.mc_loss}
     loss = out.mc_loss + lm_coef * out.loss
     return loss, {"loss": loss, "mc_loss": out.mc_loss, "lm_loss": out.loss}
+
+
+def _check_trainable(model) -> None:
+    if model.head == "base":
+        raise ValueError("the base model has no loss; fine-tune an LM, double-heads or classification model")
+
+
+def trained_params(model, state: TrainState):
+    """A copy of the state's params in the model's param_dtype, to give the model (`model.params =
+    trained_params(model, state)`) mid-run or at the end: the state's own arrays are donated by the
+    next train step, which would delete them under the model, and they are float32 master weights."""
+    dtype = model.module.param_dtype
+    return jax.tree_util.tree_map(
+        lambda x: jnp.array(x, dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype), state.params
+    )
+
+
+def _learning_rate(opt_state):
+    """The learning rate of the last update when the optimizer keeps it (`optax.inject_hyperparams`, as
+    `paper_optimizer`), else None."""
+    found = [
+        value
+        for path, value in optax.tree.get_all_with_path(opt_state, "learning_rate")
+        if getattr(path[-2], "name", None) == "hyperparams"  # not the schedule's own state beside it
+    ]
+    return found[0] if len(found) == 1 else None  # none, or several optimizers each with its own rate
 
 
 def checked_batch(model, batch: dict) -> dict:
@@ -127,14 +158,21 @@ def make_train_step(model, lm_coef: float = LM_COEF, *, check_inputs: bool = Tru
     """`train_step(state, batch, rng) -> (state, metrics)`, jitted once per batch shape, the state donated.
     Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run.
     The batch (a dict of the model's inputs, arrays or nested lists) is checked on the host first
-    (`checked_batch`); `check_inputs=False` skips that, e.g. for batches already on the devices."""
+    (`checked_batch`); `check_inputs=False` skips that, e.g. for batches already on the devices.
+    metrics: the loss (and its parts), `grad_norm` (before clipping), and `learning_rate` (the rate of
+    this update) when the optimizer keeps it, as `paper_optimizer` does."""
+    _check_trainable(model)
 
     def train_step(state: TrainState, batch: dict, rng):
         step_rng = jax.random.fold_in(rng, state.step)
         grad_fn = jax.value_and_grad(lambda p: training_loss(model, p, batch, step_rng, lm_coef), has_aux=True)
         (_, metrics), grads = grad_fn(state.params)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return state.apply_gradients(grads=grads), metrics
+        state = state.apply_gradients(grads=grads)
+        learning_rate = _learning_rate(state.opt_state)
+        if learning_rate is not None:
+            metrics["learning_rate"] = learning_rate
+        return state, metrics
 
     jitted = jax.jit(train_step, donate_argnums=(0,))
     if not check_inputs:

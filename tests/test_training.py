@@ -20,6 +20,7 @@ from gpt_flax.training import (
     linear_schedule_with_warmup,
     make_train_step,
     paper_optimizer,
+    trained_params,
     weight_decay_mask,
 )
 
@@ -69,9 +70,11 @@ def test_steps_match_torch_adamw_with_transformers_schedule_and_clipping():
     optimizer = paper_optimizer(steps, learning_rate=lr, num_warmup_steps=warmup)
     state = create_train_state(model, optimizer)
     train_step = make_train_step(model)
+    rates = []
     for _ in range(steps):
         state, metrics = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
         assert float(metrics["grad_norm"]) > 1.0  # clipping is exercised
+        rates.append(float(metrics["learning_rate"]))
 
     no_decay = ("bias", "ln_1.weight", "ln_2.weight")
     groups = [
@@ -80,7 +83,8 @@ def test_steps_match_torch_adamw_with_transformers_schedule_and_clipping():
     ]
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     sched = transformers.get_linear_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=steps)
-    for _ in range(steps):
+    for step in range(steps):
+        np.testing.assert_allclose(rates[step], sched.get_last_lr()[0], rtol=1e-6)  # the rate of this update
         opt.zero_grad()
         tm(t(ids), labels=t(ids)).loss.backward()
         torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
@@ -119,6 +123,43 @@ def test_double_heads_train_on_mc_loss_plus_half_the_lm_loss():
         create_train_state(model, paper_optimizer(10)), batch, jax.random.key(0)
     )
     np.testing.assert_allclose(float(metrics["loss"]), float(out.mc_loss + 0.9 * out.loss), rtol=1e-5)
+    # a language-modelling phase (labels, no mc_labels) trains on the LM loss, which transformers returns
+    lm_batch = {k: v for k, v in batch.items() if k != "mc_labels"}
+    _, metrics = make_train_step(model)(create_train_state(model, paper_optimizer(10)), lm_batch, jax.random.key(0))
+    np.testing.assert_allclose(float(metrics["loss"]), float(out.loss), rtol=1e-5)
+    assert "mc_loss" not in metrics
+
+
+def test_default_warmup_rounds_up_as_transformers_trainer():
+    """0.2% of 300 steps is 0.6: one warmup step (Trainer's warmup_ratio takes the ceiling), so the first
+    update's rate is 0 and every run starts from 0, as the paper's warmup does."""
+    model = FlaxOpenAIGPTLMHeadModel(OpenAIGPTConfig(**SMALL, **NO_DROPOUT))
+    ids = np.ones((1, 4), np.int32)
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=6.25e-5)
+    for total in (300, 1001):
+        warmup = -(-2 * total // 1000)  # ceil(0.002 * total): 1 and 3
+        sched = transformers.get_linear_schedule_with_warmup(probe, num_warmup_steps=warmup, num_training_steps=total)
+        state = create_train_state(model, paper_optimizer(total))
+        train_step = make_train_step(model)
+        for _ in range(4):
+            state, metrics = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
+            np.testing.assert_allclose(float(metrics["learning_rate"]), sched.get_last_lr()[0], rtol=1e-6, atol=0)
+            sched.step()
+
+
+def test_trained_params_outlive_the_next_step_in_the_models_dtype():
+    """The state is donated to the next step: the model keeps a copy, cast back to its param_dtype."""
+    import jax.numpy as jnp
+
+    model = FlaxOpenAIGPTLMHeadModel(OpenAIGPTConfig(**SMALL), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    ids = np.ones((1, 4), np.int32)
+    state = create_train_state(model, paper_optimizer(10, num_warmup_steps=0))
+    train_step = make_train_step(model)
+    state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
+    model.params = trained_params(model, state)
+    state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))  # donates the old state
+    assert {x.dtype for x in jax.tree_util.tree_leaves(model.params)} == {jnp.dtype(jnp.bfloat16)}
+    assert np.isfinite(np.asarray(model(ids).logits, np.float32)).all()
 
 
 def test_a_short_run_learns_with_dropout():
@@ -140,10 +181,13 @@ def test_what_cannot_train_is_refused():
     base = FlaxOpenAIGPTModel(OpenAIGPTConfig(**SMALL))
     ids = np.ones((1, 4), np.int32)
     with pytest.raises(ValueError, match="base model has no loss"):
-        make_train_step(base)(create_train_state(base, paper_optimizer(2)), {"input_ids": ids}, jax.random.key(0))
+        make_train_step(base)  # refused at once, not at the first step
     lm = FlaxOpenAIGPTLMHeadModel(OpenAIGPTConfig(**SMALL))
     with pytest.raises(ValueError, match="needs `labels`"):
         make_train_step(lm)(create_train_state(lm, paper_optimizer(2)), {"input_ids": ids}, jax.random.key(0))
+    double = FlaxOpenAIGPTDoubleHeadsModel(OpenAIGPTConfig(**SMALL))
+    with pytest.raises(ValueError, match="`mc_labels`, `labels` or both; the batch has neither"):
+        make_train_step(double)(create_train_state(double, paper_optimizer(2)), {"input_ids": ids}, jax.random.key(0))
     with pytest.raises(ValueError, match="num_warmup_steps <= num_train_steps"):
         paper_optimizer(2, num_warmup_steps=3)
 
