@@ -33,7 +33,11 @@ import numpy as np
 from convert.tensors import FLOAT_DTYPES, Tensor, read_at
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointError(ValueError):
+    """A torch checkpoint that cannot be read; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """A pickle asked for a global outside the allowed set; nothing it named was called."""
 
 
@@ -101,20 +105,22 @@ class _Storage:
         with zipfile.ZipFile(self.path) as zf, zf.open(self.record) as f:
             n = f.readinto(out.reshape(-1).view(np.uint8))
         if n != out.nbytes:
-            raise ValueError(f"{self.path}: storage {self.record} holds {n} bytes, its tensor needs {out.nbytes}")
+            raise CheckpointError(f"{self.path}: storage {self.record} holds {n} bytes, its tensor needs {out.nbytes}")
         return None
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> Tensor:
     """Our `_rebuild_tensor_v2`: a lazy view `size`/`stride` (in items) into `storage` from `offset`."""
     if not isinstance(storage, _Storage):
-        raise ValueError("malformed torch checkpoint: a tensor's storage is not a storage record")  # noqa: TRY004 (a bad file, not a bad call)
+        raise CheckpointError("malformed torch checkpoint: a tensor's storage is not a storage record")
     size, stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
     if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
-        raise ValueError(f"malformed torch checkpoint: tensor size {size}, stride {stride}, offset {offset}")
+        raise CheckpointError(f"malformed torch checkpoint: tensor size {size}, stride {stride}, offset {offset}")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if math.prod(size) else offset - 1
     if last >= storage.numel:
-        raise ValueError(f"malformed torch checkpoint: a tensor reaches item {last} of a {storage.numel}-item storage")
+        raise CheckpointError(
+            f"malformed torch checkpoint: a tensor reaches item {last} of a {storage.numel}-item storage"
+        )
 
     def fill(out):
         if offset == 0 and out.size == storage.numel and stride == _contiguous(size):
@@ -168,14 +174,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         _, kind, key, _location, numel = pid
         if self.records is None:  # the legacy stream: where the storage's bytes are is known after the pickle
             if not isinstance(key, str) or not isinstance(numel, int):
-                raise ValueError(f"{self.path}: malformed storage id {pid!r:.80}")
+                raise CheckpointError(f"{self.path}: malformed storage id {pid!r:.80}")
             return self.storages.setdefault(key, _Storage(self.path, key, None, kind.dtype, numel))
         record = f"{self.prefix}data/{key}"
         if not isinstance(key, str) or not STORAGE_KEY.match(key) or record not in self.records:
-            raise ValueError(f"{self.path}: storage {key!r} has no data record")
+            raise CheckpointError(f"{self.path}: storage {key!r} has no data record")
         offset, size = self.records[record]
         if size != int(numel) * kind.dtype.itemsize:
-            raise ValueError(f"{self.path}: storage {key!r} holds {size} bytes, not {numel} x {kind.dtype}")
+            raise CheckpointError(f"{self.path}: storage {key!r} holds {size} bytes, not {numel} x {kind.dtype}")
         if key not in self.storages:
             self.storages[key] = _Storage(self.path, record, offset, kind.dtype, int(numel))
         return self.storages[key]
@@ -188,10 +194,10 @@ def read_torch_zip(path: str) -> dict[str, Tensor]:
             names = set(zf.namelist())
             pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(pickles) != 1:
-                raise ValueError(f"{path} is not a torch zip checkpoint (no <name>/data.pkl)")
+                raise CheckpointError(f"{path} is not a torch zip checkpoint (no <name>/data.pkl)")
             prefix = pickles[0][: -len("data.pkl")]
             if prefix + "byteorder" in names and zf.read(prefix + "byteorder") != b"little":
-                raise ValueError(f"{path} stores big-endian tensors, which are not supported")
+                raise CheckpointError(f"{path} stores big-endian tensors, which are not supported")
             data = zf.read(pickles[0])
             records = {
                 i.filename: (_data_offset(zf, i), i.file_size)
@@ -199,13 +205,17 @@ def read_torch_zip(path: str) -> dict[str, Tensor]:
                 if i.filename.startswith(prefix + "data/")
             }
     except zipfile.BadZipFile as e:
-        raise ValueError(f"{path} is not a readable torch zip checkpoint ({e}); it may be truncated") from None
+        raise CheckpointError(f"{path} is not a readable torch zip checkpoint ({e}); it may be truncated") from None
     try:
         state = _RestrictedUnpickler(io.BytesIO(data), path, prefix, records).load()
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path}: malformed pickle in data.pkl ({type(e).__name__}: {e})") from None
+    except CheckpointError as e:
+        if path in str(e):
+            raise
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a malformed pickle makes the unpickler raise
+        raise CheckpointError(f"{path}: malformed pickle in data.pkl ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ValueError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
+        raise CheckpointError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
     return dict(state)
 
 
@@ -228,7 +238,7 @@ class _LegacyUnpickler(_RestrictedUnpickler):
     def persistent_load(self, pid):
         if isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage":
             if pid[5] is not None:
-                raise ValueError(
+                raise CheckpointError(
                     f"{self.path}: storage views of torch < 1.0 are not supported; re-save it with torch.save"
                 )
             pid = pid[:5]
@@ -245,29 +255,35 @@ def read_torch_legacy(path: str) -> dict[str, Tensor]:
     try:
         with open(path, "rb") as f:
             if _plain_pickle(f, path) != LEGACY_MAGIC:
-                raise ValueError(f"{path} is not a torch checkpoint (neither a zip archive nor torch's older format)")
+                raise CheckpointError(
+                    f"{path} is not a torch checkpoint (neither a zip archive nor torch's older format)"
+                )
             _plain_pickle(f, path)  # protocol version
             info = _plain_pickle(f, path)
             if isinstance(info, dict) and not info.get("little_endian", True):
-                raise ValueError(f"{path} stores big-endian tensors, which are not supported")
+                raise CheckpointError(f"{path} stores big-endian tensors, which are not supported")
             unpickler = _LegacyUnpickler(f, path, "", None)
             state = unpickler.load()
             keys = _plain_pickle(f, path)
             if not isinstance(keys, list) or set(keys) != set(unpickler.storages):
-                raise ValueError(f"{path}: the storage list does not match the tensors' storages")
+                raise CheckpointError(f"{path}: the storage list does not match the tensors' storages")
             for key in keys:
                 storage = unpickler.storages[key]
                 count = f.read(8)
                 if len(count) != 8 or struct.unpack("<q", count)[0] != storage.numel:
-                    raise ValueError(f"{path}: storage {key!r} is truncated or not {storage.numel} items")
+                    raise CheckpointError(f"{path}: storage {key!r} is truncated or not {storage.numel} items")
                 storage.offset = f.tell()
                 f.seek(storage.numel * storage.dtype.itemsize, io.SEEK_CUR)
             if f.tell() > os.fstat(f.fileno()).st_size:
-                raise ValueError(f"{path} is truncated: its storages end past the end of the file")
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+                raise CheckpointError(f"{path} is truncated: its storages end past the end of the file")
+    except CheckpointError as e:
+        if path in str(e):
+            raise
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a malformed pickle makes the unpickler raise
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ValueError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
+        raise CheckpointError(f"{path} does not hold a flat state dict of tensors (a dict of name -> tensor)")
     return dict(state)
 
 
@@ -316,7 +332,7 @@ def write_torch_zip(
     """Write a state dict as torch.save does, loadable by `torch.load(weights_only=True)`."""
     for name, array in tensors.items():
         if array.dtype not in STORAGE_NAMES:
-            raise ValueError(f"cannot write {name!r}: dtype {array.dtype} has no torch storage type")
+            raise CheckpointError(f"cannot write {name!r}: dtype {array.dtype} has no torch storage type")
     prefix = "pytorch_model/"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(_info(zf, prefix + "data.pkl", 0), _state_dict_pickle(tensors))

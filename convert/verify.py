@@ -56,11 +56,17 @@ def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:
     import jax.numpy as jnp
     import torch
     import transformers
+    from transformers.models.openai import modeling_openai
 
     from gpt_flax import modeling
 
     src, dst, head = report.src, report.dst, report.head
     ours = getattr(modeling, ARCHITECTURES[head][1]).from_pretrained(dst, param_dtype=jnp.float32)
+    if ours.config.afn not in modeling_openai.ACT_FNS:
+        raise ValueError(
+            f"transformers {transformers.__version__} has no afn {ours.config.afn!r} for OpenAI GPT "
+            f"(it has {sorted(modeling_openai.ACT_FNS)}), so it cannot run this model"
+        )
     hf_config = transformers.OpenAIGPTConfig.from_dict(ours.config.to_dict())
     torch_cls = getattr(transformers, ARCHITECTURES[head][0])
     source = load_checkpoint(src, revision=revision, cache_dir=cache_dir, config=config)
@@ -69,6 +75,8 @@ def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:
     elif source.format in ("flax", "original"):
         theirs = torch_cls(hf_config)
         tensors = {k: torch.from_numpy(np.asarray(t).astype(np.float32)) for k, t in source.state_dict.items()}
+        if head == "base":  # the base model's keys have no `transformer.`, whichever head the source was
+            tensors = {k.removeprefix("transformer."): t for k, t in tensors.items()}
         theirs.load_state_dict(tensors, strict=False)
         if head != "base":
             theirs.transformer.load_state_dict(tensors, strict=False)  # keys saved without `transformer.`

@@ -143,6 +143,8 @@ def write_hf(
         path = os.path.join(directory, BIN_NAME)
         write_torch_zip(path, state_dict, on_write)
         files[BIN_NAME] = os.path.getsize(path)
+    if config.afn == "gelu_new":  # the same tanh gelu, under the name transformers' OpenAI GPT knows
+        config = config.replace(afn="gelu")
     _write_config(directory, config, ARCHITECTURES[head][0], param_dtype(state_dict.values()))
     files[CONFIG_NAME] = os.path.getsize(os.path.join(directory, CONFIG_NAME))
     return files

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import numbers
 import os
 from typing import Any
+
+logger = logging.getLogger("gpt_flax")
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "openai-gpt"
@@ -129,10 +132,19 @@ class OpenAIGPTConfig:
                     f"OpenAIGPTConfig.id2label must map integer ids to label names, got {self.id2label!r}"
                 ) from None
         num_labels = self.num_labels
-        if num_labels is None:
-            num_labels = len(id2label) if id2label is not None else 2
-        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
+        if num_labels is not None and (
+            not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1
+        ):
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        if id2label is not None and id2label:
+            if num_labels is not None and num_labels != len(id2label):  # PretrainedConfig: id2label wins
+                logger.warning(
+                    "You passed num_labels=%d which is incompatible to the id2label map of length %d.",
+                    num_labels, len(id2label),
+                )  # fmt: skip
+            num_labels = len(id2label)
+        if num_labels is None:
+            num_labels = 2
         if id2label is None or len(id2label) != num_labels:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         object.__setattr__(self, "num_labels", num_labels)
@@ -258,6 +270,8 @@ class OpenAIGPTConfig:
                 changes["id2label"] = id2label
         if "id2label" in changes and "num_labels" not in changes:
             changes["num_labels"] = None  # follow the new id2label
+        if "num_labels" in changes and "id2label" not in changes and changes["num_labels"] != self.num_labels:
+            changes["id2label"] = None  # transformers' num_labels setter: a new count, new LABEL_i names
         names = {f.name for f in dataclasses.fields(self)} - {"extra"}
         extra = {k: changes.pop(k) for k in list(changes) if k not in names and k != "extra"}
         unknown = sorted(k for k in extra if k not in PRETRAINED_CONFIG_KEYS and k not in self.extra)

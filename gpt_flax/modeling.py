@@ -254,6 +254,7 @@ class FlaxOpenAIGPTPreTrainedModel:
         ignore_mismatched_sizes: bool = False,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        from_pt: bool = False,
         **config_overrides,
     ):
         """Load a checkpoint (a local directory or a Hub id) into this head.
@@ -264,7 +265,10 @@ class FlaxOpenAIGPTPreTrainedModel:
         reported. `config_overrides` (e.g. num_labels=3) change the config read from disk; a tensor
         whose shape then differs from the checkpoint's is an error, or with `ignore_mismatched_sizes`
         newly initialised and reported (a classifier re-headed for a new number of labels).
+        `from_pt` (transformers' Flax models need it to read PyTorch weights) is accepted and changes
+        nothing: the format is found from the files present.
         """
+        del from_pt
         _refuse_torch_options(config_overrides)
         from convert.mapping import ShapeMismatchError, hf_to_flax
         from convert.readers import load_checkpoint

@@ -137,3 +137,23 @@ def test_keyword_arguments_as_transformers_takes_them():
     assert config.replace(extra=None, prefix="x").extra == {"prefix": "x"}
     aliased = config.replace(num_hidden_layers=1, hidden_size=48, num_attention_heads=4, max_position_embeddings=9)
     assert (aliased.n_layer, aliased.n_embd, aliased.n_head, aliased.n_positions) == (1, 48, 4, 9)
+
+
+def test_a_config_json_whose_id2label_and_num_labels_disagree_reads_as_transformers(tmp_path, caplog):
+    """PretrainedConfig: id2label wins over num_labels (with a warning); a num_labels override resets it."""
+    import json
+
+    import transformers
+
+    d = {"id2label": {"0": "a", "1": "b", "2": "c"}, "num_labels": 2, "n_embd": 24, "n_head": 3, "n_layer": 1}
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(d, f)
+    theirs = transformers.OpenAIGPTConfig.from_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="gpt_flax"):
+        ours = OpenAIGPTConfig.from_pretrained(tmp_path)
+    assert (ours.num_labels, ours.id2label) == (theirs.num_labels, theirs.id2label) == (3, {0: "a", 1: "b", 2: "c"})
+    assert "num_labels=2 which is incompatible to the id2label map of length 3" in caplog.text
+    theirs = transformers.OpenAIGPTConfig.from_pretrained(tmp_path, num_labels=2)
+    ours = OpenAIGPTConfig.from_pretrained(tmp_path, num_labels=2)
+    assert (ours.num_labels, ours.id2label) == (theirs.num_labels, theirs.id2label) == (2, {0: "LABEL_0", 1: "LABEL_1"})
+    assert ours.replace(num_labels=2) == ours  # the same count keeps the names

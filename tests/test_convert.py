@@ -831,3 +831,51 @@ def test_an_integer_weight_is_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match=message):
         convert(str(src), str(tmp_path / "dst"))
     assert not (tmp_path / "dst").exists()
+
+
+def test_verify_a_flax_head_checkpoint_converted_to_the_base_model(tmp_path, capsys, torch_models):
+    """The Flax source's keys carry `transformer.`; the base model on the torch side has none, and used
+    to keep its random weights, so --verify reported a difference the converted model did not have."""
+    src = save_hf(torch_models["cls"], tmp_path / "src", "safetensors")
+    rc, out, _ = run_cli(capsys, src, tmp_path / "flax", "--quiet")
+    assert rc == 0, out
+    rc, out, err = run_cli(capsys, tmp_path / "flax", tmp_path / "base", "--head", "base", "--verify", "--quiet")
+    assert rc == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("verify: max abs difference"))
+    assert float(line.split("last_hidden_state ")[1].split()[0]) < 1e-5
+
+
+def test_gelu_new_is_written_for_transformers_as_gelu_and_verify_names_what_it_lacks(tmp_path, capsys):
+    """afn "gelu_new" is GPT's tanh gelu, which transformers' OpenAI GPT calls "gelu" only."""
+    config = OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24, n_layer=2, n_head=3, afn="gelu_new")
+    model = modeling.FlaxOpenAIGPTLMHeadModel(config, seed=0)
+    model.save_pretrained(tmp_path / "hf", format="hf")
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ids = np.arange(14).reshape(2, 7)
+    with torch.no_grad():
+        expected = theirs(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(ids).logits), expected, rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path / "flax")
+    rc, _, err = run_cli(capsys, tmp_path / "flax", tmp_path / "out", "--verify", "--quiet")
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "was written, but --verify failed" in err and "no afn 'gelu_new'" in err
+
+
+def test_from_pt_is_accepted_as_by_transformers_flax_models(tmp_path, torch_models):
+    src = save_hf(torch_models["lm"], tmp_path / "src", "bin")
+    model = modeling.FlaxOpenAIGPTLMHeadModel.from_pretrained(src, from_pt=True)
+    for name, value in torch_outputs(torch_models["lm"], "lm", model.config).items():
+        np.testing.assert_allclose(flax_outputs(model, "lm")[name], value, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content", [b"garbage\n", b"\x80\x02K\x05.", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01J\xff.\x00"]
+)
+def test_a_corrupt_pytorch_model_bin_is_an_error_naming_the_file(tmp_path, capsys, content):
+    directory = tmp_path / "src"
+    directory.mkdir()
+    OpenAIGPTConfig(vocab_size=37, n_positions=11, n_embd=24, n_layer=2, n_head=3).save_pretrained(directory)
+    (directory / "pytorch_model.bin").write_bytes(content)
+    rc, _, err = run_cli(capsys, directory, tmp_path / "out", "--quiet")
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert "pytorch_model.bin" in err and not (tmp_path / "out").exists()

@@ -74,8 +74,12 @@ def run(args) -> int:
         return 0
     try:
         diffs, scale = verify(report, **options)
-    except (OSError, ValueError, RuntimeError) as error:  # transformers could not load or run a side
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as error:  # transformers could
+        # not load or run a side; a KeyError's message is a bare key, so its type is named too
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        if not isinstance(error, (OSError, ValueError, RuntimeError)):
+            first = f"{type(error).__name__}: {first}"
         print(f"gpt-flax convert: error: {args.dst} was written, but --verify failed: {first}", file=sys.stderr)
         return 1
     worst = max(diffs.values())
