@@ -46,6 +46,8 @@ logger = logging.getLogger("gpt_flax")
 # transformers' GenerationConfig.max_length default. Given neither length, transformers generates
 # this many new tokens (it adds the prompt length to the default max_length, then caps it at n_positions).
 DEFAULT_NEW_TOKENS = 20
+# GenerationConfig's top_k: sampling keeps the 50 most likely tokens unless told otherwise (0: all).
+DEFAULT_TOP_K = 50
 # Prompts are left-padded to a power of two slots (at least this many), so prompts of similar
 # length share one compiled function.
 MIN_PROMPT_BUCKET = 8
@@ -327,6 +329,10 @@ def choose(logits, key, sampler: Sampler, temperature, top_p):
     """Next token per row [B]: argmax (greedy) or a draw from the processed distribution."""
     if not sampler.do_sample:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    # The same distribution from logits whose largest is 0: divided by a tiny temperature, the others
+    # go to -inf, never to +inf (which would make every such token a tie, the most likely or not).
+    logits = logits.astype(jnp.float32)
+    logits = logits - jnp.max(logits, axis=-1, keepdims=True)
     return jax.random.categorical(key, process_logits(logits, sampler, temperature, top_p), axis=-1).astype(jnp.int32)
 
 
@@ -571,7 +577,7 @@ def generate(
     eos). `num_return_sequences` repeats each prompt (sampling only), `prng_key` (key or int
     seed; fresh entropy if None) drives sampling. `streamer(tokens [B * n])` is called with each
     step's tokens as they are chosen; an exception it raises stops the loop and is raised here.
-    top_k=None means no top-k filter (transformers' default is 50).
+    top_k=None means transformers' default, 50; top_k=0 keeps every token.
 
     transformers' logits processors, greedy or sampling, before the sampling options:
     `repetition_penalty` (> 0; 1 or None: off) divides the positive logits of every token the row
@@ -717,12 +723,14 @@ def _resolve_sampler(do_sample, temperature, top_k, top_p):
         return Sampler(do_sample=False, top_k=None, top_p=False), 1.0, 1.0
     if temperature is None:
         temperature = 1.0
+    if top_k is None:
+        top_k = DEFAULT_TOP_K
     if top_k == 0 and not isinstance(top_k, bool):  # transformers adds no top-k filter for 0
         top_k = None
     if not _positive_float32(temperature):
         raise ValueError(f"temperature must be a finite number > 0 (in float32), got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (or None or 0 for no top-k filter), got {top_k!r}")
+        raise ValueError(f"top_k must be an integer >= 1 (or 0 for no top-k filter), got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, (int, float, np.floating)) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     sampler = Sampler(
@@ -794,6 +802,12 @@ def read_generation_config(directory) -> dict:
     if not os.path.isfile(path):
         return {}
     config = read_json_object(path)
+    _warn_unsupported(config, path)
+    return config
+
+
+def _warn_unsupported(config: dict, where: str) -> None:
+    """Name in a warning the options of a generation config that change tokens and that generate lacks."""
     ignored = {
         k: v
         for k, v in config.items()
@@ -801,7 +815,18 @@ def read_generation_config(directory) -> dict:
         if v is not None and v is not False and v != {} and v != [] and (k not in _NO_EFFECT or _NO_EFFECT[k] != v)
     }
     if ignored:
-        logger.warning("%s sets %s, which gpt-flax's generate does not implement: ignored", path, ignored)
+        logger.warning("%s sets %s, which gpt-flax's generate does not implement: ignored", where, ignored)
+
+
+def _as_generation_config(value) -> dict:
+    """A call's generation_config (a dict or transformers' GenerationConfig) as a dict."""
+    if isinstance(value, dict):
+        config = dict(value)
+    elif callable(getattr(value, "to_dict", None)):
+        config = value.to_dict()
+    else:
+        raise TypeError(f"generation_config must be a dict or a transformers GenerationConfig, got {type(value).__name__}")
+    _warn_unsupported(config, "generation_config")
     return config
 
 
@@ -833,10 +858,22 @@ class GenerationMixin:
         no_repeat_ngram_size: int | None = None,
         min_new_tokens: int | None = None,
         min_length: int | None = None,
+        generation_config=None,
         params: dict | None = None,
         streamer: Callable[[np.ndarray], None] | None = None,
+        **unsupported,
     ) -> np.ndarray:
-        """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`."""
+        """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`.
+
+        Arguments left None take `generation_config` (a dict or transformers' GenerationConfig), else
+        the model's (its generation_config.json), as transformers' generate."""
+        if unsupported:
+            raise TypeError(
+                f"generate does not take {', '.join(sorted(unsupported))}: gpt-flax implements greedy decoding "
+                f"and sampling with the options {', '.join(GENERATION_KEYS)} (no beam search)"
+            )
+        file = (getattr(self, "generation_config", None) or {}) if generation_config is None else None
+        file = _as_generation_config(generation_config) if file is None else file
         given = {
             "repetition_penalty": repetition_penalty,
             "no_repeat_ngram_size": no_repeat_ngram_size,
@@ -852,17 +889,18 @@ class GenerationMixin:
             "pad_token_id": pad_token_id,
             "num_return_sequences": num_return_sequences,
         }
-        options = _file_defaults(getattr(self, "generation_config", None) or {}, given)
+        options = _file_defaults(file, given)
         options.update({k: v for k, v in given.items() if v is not None})
-        options = self._with_token_defaults(options)
+        options = self._with_token_defaults(options, file)
         return self._generate(input_ids, attention_mask, params=params, prng_key=prng_key, streamer=streamer, **options)
 
-    def _with_token_defaults(self, options: dict) -> dict:
+    def _with_token_defaults(self, options: dict, file: dict | None = None) -> dict:
         """`options` with eos and pad as transformers' model.generation_config holds them: when a
         generation_config.json was loaded (one not merely copied from config.json), the file's
         alone, config.json's ignored; a missing pad is then the first eos. Without such a file,
-        `options` as given (generate falls back to config.json)."""
-        file = getattr(self, "generation_config", None) or {}
+        `options` as given (generate falls back to config.json). `file`: the generation config in
+        use (default the model's)."""
+        file = (getattr(self, "generation_config", None) or {}) if file is None else file
         if not file or file.get("_from_model_config"):
             return options
         options = dict(options)

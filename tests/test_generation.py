@@ -861,3 +861,44 @@ def test_logits_processors_in_generation_config_pipeline_and_cli(model_dir, tmp_
     )  # fmt: skip
     options = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_new_tokens": 3}
     assert code == 0 and out == generator(PROMPTS[1], **options)[0]["generated_text"] + "\n"
+
+
+def test_sampling_keeps_transformers_default_top_k_of_50():
+    """transformers' generate samples from the 50 most likely tokens unless told otherwise (top_k=0: all)."""
+    config = OpenAIGPTConfig(vocab_size=300, n_positions=16, n_embd=16, n_layer=1, n_head=2, initializer_range=0.02)
+    model = FlaxOpenAIGPTLMHeadModel(config, seed=0)
+    ids = np.zeros((8, 1), np.int32)
+    kwargs = {"max_new_tokens": 12, "do_sample": True, "temperature": 5.0, "prng_key": 3}
+    default = model.generate(ids, **kwargs)
+    np.testing.assert_array_equal(default, model.generate(ids, top_k=50, **kwargs))
+    assert not np.array_equal(default, model.generate(ids, top_k=0, **kwargs))
+    assert len(np.unique(model.generate(ids, top_k=0, **kwargs)[:, 1])) > 5  # nearly uniform over 300
+
+
+def test_a_tiny_temperature_samples_the_most_likely_token():
+    """1e-38 is a float32 > 0, but a logit divided by it overflows: the shift by the largest logit
+    keeps that token finite and the draw greedy, where it used to pick the first token at +inf."""
+    logits = jnp.asarray([[1.0, 5.0, 3.0, -2.0], [4.0, -1.0, 0.5, 3.9]])
+    for temperature in (1e-38, 1e-44):
+        for sampler in (gen.Sampler(True, top_k=2), gen.Sampler(True), gen.Sampler(True, top_p=True)):
+            for seed in range(5):
+                token = gen.choose(logits, jax.random.key(seed), sampler, temperature, 0.9)
+                np.testing.assert_array_equal(token, [1, 0])
+
+
+def test_generation_config_argument_and_unsupported_options(small):
+    model, ref = small
+    ids = prompts(8)
+    eos = int(model.generate(ids, max_new_tokens=4)[0, -1])
+    options = {"max_new_tokens": 10, "eos_token_id": eos, "pad_token_id": 0, "repetition_penalty": 1.2}
+    with torch.no_grad():
+        expected = ref.generate(torch.tensor(ids), generation_config=transformers.GenerationConfig(**options)).numpy()
+    np.testing.assert_array_equal(model.generate(ids, generation_config=options), expected)
+    np.testing.assert_array_equal(
+        model.generate(ids, generation_config=transformers.GenerationConfig(**options)), expected
+    )
+    assert model.generate(ids, generation_config=options, max_new_tokens=2).shape == (3, 9)  # arguments win
+    with pytest.raises(TypeError, match="generate does not take num_beams: gpt-flax implements greedy decoding"):
+        model.generate(ids, num_beams=4)
+    with pytest.raises(TypeError, match="generation_config must be a dict"):
+        model.generate(ids, generation_config=3)

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sampling.add_argument("--do-sample", action="store_true", default=None, help="sample (the default)")
     sampling.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding instead of sampling")
     p.add_argument("--temperature", type=float, default=None, help="divide the logits by this before sampling (> 0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (>= 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (default 50; 0: all)")
     p.add_argument("--top-p", type=float, default=None,
                    help="sample from the smallest set of tokens whose probability exceeds this, in (0, 1]")
     p.add_argument("--repetition-penalty", type=float, default=None,
