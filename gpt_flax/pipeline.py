@@ -9,7 +9,9 @@ A string gives a list of `num_return_sequences` dicts; a list of strings gives o
 string, each generating what it would alone (one left-padded batch when all get the same number of
 new tokens, else one by one, as transformers runs them). Keyword
 arguments are `generate`'s, plus `return_full_text` (default True: the prompt, as given, then the
-continuation), `return_tensors` (token ids instead of text) and `seed` (an int for `prng_key`).
+continuation), `return_tensors` (token ids instead of text), `seed` (an int for `prng_key`) and
+transformers' `prefix`, `handle_long_generation="hole"`, `stop_sequence`, `clean_up_tokenization_spaces`,
+`skip_special_tokens`, `return_text` and `batch_size` (accepted; every prompt runs as if alone).
 
 Defaults, as transformers 4.56.2 sets them: the pipeline's own (256 new tokens, sampling at
 temperature 0.7 with GenerationConfig's top_k=50), then the model's generation_config.json where
@@ -63,7 +65,12 @@ GENERATE_OPTIONS = frozenset(
         "streamer",
     )
 )
-PIPELINE_OPTIONS = frozenset(("return_full_text", "return_tensors", "seed"))
+PIPELINE_OPTIONS = frozenset(
+    (
+        "return_full_text", "return_tensors", "return_text", "seed", "batch_size", "prefix", "handle_long_generation",
+        "stop_sequence", "clean_up_tokenization_spaces", "skip_special_tokens",
+    )
+)  # fmt: skip
 
 
 class TextGenerationPipeline:
@@ -114,16 +121,31 @@ class TextGenerationPipeline:
         _check_options(kwargs)
         given = {**self.defaults, **kwargs}  # what the user asked for, at construction or now
         options = {**self.task_defaults, **given}
-        return_full_text = options.pop("return_full_text", True)
-        return_tensors = options.pop("return_tensors", False)
+        output = self._output_options(options, given)
         seed = options.pop("seed", None)
         if seed is not None:
             if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
                 raise ValueError(f"seed must be an int, got {seed!r}")
             options.setdefault("prng_key", int(seed))
-        ids, mask = self._encode(texts)
+        batch_size = options.pop("batch_size", None)  # each prompt generates what it would alone, in any batch
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        stop_sequence = options.pop("stop_sequence", None)
+        if stop_sequence is not None:  # as transformers: any token of the stop sequence ends a row
+            options["eos_token_id"] = list(self.tokenizer.encode(_check_str(stop_sequence, "stop_sequence")))
+        prefix = _check_str(options.pop("prefix", None) or "", "prefix")
+        hole = options.pop("handle_long_generation", None)
+        if hole not in (None, "hole"):
+            raise ValueError(f"{hole!r} is not a valid value for handle_long_generation: expected None or 'hole'")
         if "max_new_tokens" not in given and "max_new_tokens" in options and "max_length" in given:
             del options["max_new_tokens"]  # the user's max_length counts (transformers would ignore it)
+        if prefix:  # transformers: max_length and min_length do not count the prefix's tokens
+            prefix_length = len(self.tokenizer(prefix)["input_ids"])
+            if options.get("max_new_tokens") is None and options.get("max_length") is not None:
+                options["max_length"] += prefix_length
+            if options.get("min_new_tokens") is None and options.get("min_length"):
+                options["min_length"] += prefix_length
+        ids, mask = self._encode([prefix + text for text in texts], options if hole else None)
         # Each prompt's own number of new tokens, as if it ran alone (transformers runs them one by one).
         capped = "max_new_tokens" not in given and options.get("max_new_tokens") is not None
         budgets = [self._budget(int(length), options, capped) for length in mask.sum(axis=1)]
@@ -159,15 +181,32 @@ class TextGenerationPipeline:
         for i, text in enumerate(texts):
             prompt_ids = ids[i][mask[i] == 1]
             rows = _own_length(new[i], eos)
-            if return_tensors:
+            if output["return_tensors"]:
                 results.append(
                     [{"generated_token_ids": [int(t) for t in prompt_ids] + [int(t) for t in row]} for row in rows]
                 )
             else:
-                results.append(
-                    [{"generated_text": self._text(text, prompt_ids, row, return_full_text)} for row in rows]
-                )
+                results.append([{"generated_text": self._text(text, prompt_ids, row, output)} for row in rows])
         return results[0] if single else results
+
+    @staticmethod
+    def _output_options(options: dict, given: dict) -> dict:
+        """What the results hold, popped from `options`, with transformers' checks (`_sanitize_parameters`)."""
+        return_text = options.pop("return_text", None)
+        if given.get("return_full_text") is not None:
+            if return_text is not None:
+                raise ValueError("`return_text` is mutually exclusive with `return_full_text`")
+            if given.get("return_tensors") is not None:
+                raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
+        if given.get("return_tensors") is not None and return_text is not None:
+            raise ValueError("`return_text` is mutually exclusive with `return_tensors`")
+        full = options.pop("return_full_text", None)
+        return {
+            "return_full_text": True if full is None else bool(full),
+            "return_tensors": bool(options.pop("return_tensors", False)),
+            "clean_up_tokenization_spaces": options.pop("clean_up_tokenization_spaces", True),
+            "skip_special_tokens": options.pop("skip_special_tokens", True),
+        }
 
     def _budget(self, length: int, options: dict, capped: bool):
         """The new tokens for a prompt of `length` tokens alone: max_new_tokens (a default one stopping at
@@ -189,12 +228,16 @@ class TextGenerationPipeline:
             return self.model._generate(ids, attention_mask=mask, **options)
         return self.model.generate(ids, attention_mask=mask, **options)
 
-    def _encode(self, texts: list):
-        """Left-padded ids and mask [B, T]; padded here because GPT's tokenizer has no pad token."""
+    def _encode(self, texts: list, hole: dict | None = None):
+        """Left-padded ids and mask [B, T]; padded here because GPT's tokenizer has no pad token.
+        `hole` (the generate options, for handle_long_generation="hole"): a prompt that leaves too few
+        positions for the new tokens keeps only its last tokens."""
         rows = [list(r) for r in self.tokenizer(texts)["input_ids"]]
         for text, row in zip(texts, rows):
             if not row:
                 raise ValueError(f"the prompt {text!r} has no tokens: GPT has no start token to generate from")
+        if hole is not None:
+            rows = [self._cut_for_hole(row, hole) for row in rows]
         vocab = self.model.config.vocab_size
         for text, row in zip(texts, rows):
             if max(row) >= vocab:
@@ -209,13 +252,50 @@ class TextGenerationPipeline:
             ids[i, width - len(row) :], mask[i, width - len(row) :] = row, 1
         return ids, mask
 
-    def _text(self, prompt: str, prompt_ids, new_ids, return_full_text: bool) -> str:
+    def _cut_for_hole(self, row: list, options: dict) -> list:
+        """transformers' handle_long_generation="hole": the prompt's last tokens, as many as leave room for
+        the new ones within the tokenizer's model_max_length (here also the model's n_positions)."""
+        if options.get("max_new_tokens") is not None:
+            new_tokens = options["max_new_tokens"]
+        else:
+            new_tokens = (options.get("max_length") or 20) - len(row)
+            if new_tokens < 0:
+                raise ValueError(
+                    f"handle_long_generation='hole': max_length={options.get('max_length') or 20} is shorter than the "
+                    f"{len(row)}-token prompt, so how many new tokens are expected is unknown; pass max_new_tokens"
+                )
+        limit = min(self.tokenizer.model_max_length, self.model.config.n_positions)
+        if len(row) + new_tokens <= limit:
+            return row
+        keep = limit - new_tokens
+        if keep <= 0:
+            raise ValueError(
+                f"handle_long_generation='hole' cannot make room: {new_tokens} new tokens need more than the "
+                f"model's {limit} positions"
+            )
+        return row[-keep:]
+
+    def _text(self, prompt: str, prompt_ids, new_ids, output: dict) -> str:
         """transformers' postprocess: decode prompt + new tokens, cut the decoded prompt's length,
-        and put the prompt as the user wrote it in front (GPT's tokenizer lowercases)."""
-        decode = lambda ids: self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+        and put the prompt as the user wrote it in front (GPT's tokenizer lowercases); a prefix's
+        tokens are in `prompt_ids`, so its text is cut too."""
+
+        def decode(ids):
+            return self.tokenizer.decode(
+                [int(i) for i in ids],
+                skip_special_tokens=output["skip_special_tokens"],
+                clean_up_tokenization_spaces=output["clean_up_tokenization_spaces"],
+            )
+
         full = decode(np.concatenate([prompt_ids, new_ids]))
         new_text = full[len(decode(prompt_ids)) :]
-        return prompt + new_text if return_full_text else new_text
+        return prompt + new_text if output["return_full_text"] else new_text
+
+
+def _check_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value
 
 
 def _lengths(budget: tuple) -> dict:

@@ -902,3 +902,43 @@ def test_generation_config_argument_and_unsupported_options(small):
         model.generate(ids, num_beams=4)
     with pytest.raises(TypeError, match="generation_config must be a dict"):
         model.generate(ids, generation_config=3)
+
+
+def test_pipeline_takes_transformers_pipeline_options(model_dir):
+    """prefix (not in the output, not counted by max_length), stop_sequence, handle_long_generation="hole",
+    clean_up_tokenization_spaces, batch_size and return_text, against transformers' pipeline."""
+    from gpt_flax import OpenAIGPTTokenizer
+
+    tokenizer = OpenAIGPTTokenizer.from_pretrained(model_dir)
+    tokenizer.model_max_length = 64  # the model's n_positions, for "hole"
+    their_tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    their_tokenizer.model_max_length = 64
+    ours = pipeline("text-generation", model=model_dir, tokenizer=tokenizer, do_sample=False)
+    theirs = transformers.pipeline(
+        "text-generation", model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir), tokenizer=their_tokenizer
+    )
+    base = {"do_sample": False, "pad_token_id": 0}
+    prompts_ = ["Hello there, General Kenobi!", "One"]
+    for options in (
+        {"max_new_tokens": 8, "prefix": "once upon a time ,"},
+        {"max_new_tokens": 8, "clean_up_tokenization_spaces": False, "batch_size": 2},
+        {"max_new_tokens": 8, "return_full_text": False, "prefix": "so"},
+    ):
+        expected = [theirs(p, **base, **options) for p in prompts_]
+        assert ours(prompts_, **options) == expected, options
+    # a max_length does not count the prefix's 5 tokens (transformers would generate 256 tokens here, see above)
+    with_prefix = ours("One", max_length=12, prefix="once upon a time ,", return_tensors=True)
+    assert len(with_prefix[0]["generated_token_ids"]) == 12 + 5
+    stop = ours(prompts_[1], max_new_tokens=8, return_full_text=False)[0]["generated_text"].split()[1]
+    expected = theirs(prompts_[1], max_new_tokens=8, stop_sequence=stop, **base)
+    got = ours(prompts_[1], max_new_tokens=8, stop_sequence=stop)
+    assert got == expected and len(got[0]["generated_text"].split()) < 1 + 8
+    long = "the quick brown fox jumps over the lazy dog " * 8  # 72 tokens: past n_positions
+    expected = theirs(long, max_new_tokens=10, handle_long_generation="hole", **base)
+    assert ours(long, max_new_tokens=10, handle_long_generation="hole") == expected
+    with pytest.raises(ValueError, match="`return_text` is mutually exclusive with `return_full_text`"):
+        ours("One", return_text=True, return_full_text=False)
+    with pytest.raises(ValueError, match="handle_long_generation"):
+        ours("One", handle_long_generation="middle")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        ours("One", batch_size=0)
