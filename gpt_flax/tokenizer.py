@@ -68,6 +68,13 @@ SIDES = ("right", "left")
 _SPACY_NEWLINE_WORD, _NEWLINE_WORD = "\n ", "\n"
 
 
+# transformers' BatchEncoding methods backed by the Rust encodings, which this one does not keep.
+_FAST_ENCODING_METHODS = frozenset((
+    "word_ids", "words", "tokens", "sequence_ids", "token_to_word", "token_to_chars", "char_to_token", "char_to_word",
+    "word_to_tokens", "word_to_chars", "token_to_sequence", "encodings",
+))  # fmt: skip
+
+
 class BatchEncoding(dict):
     """The dict `tok(...)` returns (`input_ids`, `attention_mask`, ...), its keys also readable as attributes."""
 
@@ -75,6 +82,11 @@ class BatchEncoding(dict):
         try:
             return self[name]
         except KeyError:
+            if name in _FAST_ENCODING_METHODS:
+                raise AttributeError(
+                    f"BatchEncoding.{name} is not implemented by gpt-flax (transformers' fast-tokenizer alignment "
+                    "methods); return_offsets_mapping=True gives each token's character span"
+                ) from None
             raise AttributeError(name) from None
 
 
@@ -464,6 +476,8 @@ class OpenAIGPTTokenizer:
         return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
         return_length: bool = False,
+        verbose: bool = True,
+        **unsupported: Any,
     ) -> BatchEncoding:
         """Encode one text or a batch, each optionally with a second text (`tok(a, b)`, `tok(list_a, list_b)` or
         `tok([(a, b), ...])`), as transformers' tokenizers do.
@@ -480,6 +494,11 @@ class OpenAIGPTTokenizer:
         tokenizer's) by default and as the slow tokenizer does with `original=True`; a text too short to cut is a
         ValueError (the slow tokenizer logs an error and leaves the pair uncut).
         """
+        if unsupported:
+            raise TypeError(
+                f"OpenAIGPTTokenizer does not implement {', '.join(sorted(unsupported))} (transformers' word-level "
+                "and overflowing-window options); pass texts, and cut long ones with truncation=True and max_length"
+            )
         firsts, seconds, batched = _as_inputs(text, text_pair)
         if self.original and return_token_type_ids and not add_special_tokens:
             raise ValueError(  # as the slow tokenizer's prepare_for_model
@@ -499,7 +518,7 @@ class OpenAIGPTTokenizer:
         if max_length is not None:
             examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original) for e in examples]
         columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
-        if max_length is None and not isinstance(pad_to, int):  # transformers: only when no max_length resolved
+        if verbose and max_length is None and not isinstance(pad_to, int):  # transformers: when no max_length resolved
             self._warn_if_too_long(columns["input_ids"])
         if return_token_type_ids:
             columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]
@@ -705,11 +724,12 @@ class OpenAIGPTTokenizer:
     def _build_added_token_splitter(self):
         """A function text -> [(piece, None) | (added token, id)], as transformers' slow `tokenize` splits."""
         added = self.added_tokens_decoder
-        # The slow tokenizer lowercases the text except special tokens and non-special normalized added tokens, in
-        # their casing (PreTrainedTokenizer.tokenize, do_lower_case). Its add_tokens lowercases normalized new words
+        # The slow tokenizer lowercases the text except the special tokens (those holding a role now: a token once
+        # special, since replaced, is lowercased like text) and non-special normalized added tokens, in their
+        # casing (PreTrainedTokenizer.tokenize, do_lower_case). Its add_tokens lowercases normalized new words
         # (ours too, with original=True), so those match in any casing; one restored from a save keeps its casing
         # and matches only that, as in the slow tokenizer.
-        protected = {t.content for t in added.values() if t.special or t.normalized} | set(self.all_special_tokens)
+        protected = {t.content for t in added.values() if not t.special and t.normalized} | set(self.all_special_tokens)
         by_match = {t.content: (i, t) for i, t in added.items()}
         protect_re, added_re = _alternation(protected), _alternation(by_match)
 
@@ -991,9 +1011,12 @@ def _to_tensor(rows: Any, key: str, return_tensors: str) -> Any:
     try:
         array = np.asarray(rows, dtype=np.int64)
     except ValueError:
-        raise ValueError(
-            f"return_tensors needs equal lengths, but the rows of {key!r} differ: pad them (padding=True)"
-        ) from None
+        if key not in PADDED_BY_PAD and return_tensors == "np":  # `pad` leaves offsets as they are: transformers
+            ragged = np.empty(len(rows), dtype=object)  # then gives one array per row, in an object array
+            ragged[:] = [np.asarray(r, dtype=np.int64) for r in rows]
+            return ragged
+        advice = "pad them (padding=True)" if key in PADDED_BY_PAD else "use return_tensors='np' or None"
+        raise ValueError(f"return_tensors needs equal lengths, but the rows of {key!r} differ: {advice}") from None
     if return_tensors == "jax":
         import jax.numpy as jnp
 

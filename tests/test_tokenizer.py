@@ -218,6 +218,40 @@ def test_original_with_added_tokens_matches_slow(hf_slow):
     assert ours(texts)["input_ids"] == hf_ids(ref, texts)
 
 
+def test_original_a_replaced_special_token_is_text_again_like_slow(hf_slow):
+    """A token added as special keeps its id, but once replaced as an additional special token it is
+    no longer protected from lowercasing, so the slow tokenizer reads its text as words."""
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
+    ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    for tok in (ours, ref):
+        tok.add_special_tokens({"additional_special_tokens": ["_Aa_"]})
+        tok.add_special_tokens({"additional_special_tokens": ["_Bb_"]})  # replaces the list
+    texts = ["_Aa_ and _Bb_", "x_Aa_y _aa_ _BB_"]
+    assert ours(texts)["input_ids"] == hf_ids(ref, texts)
+    assert ours.encode("_Aa_") != [ours.convert_tokens_to_ids("_Aa_")]
+
+
+def test_unsupported_options_and_encoding_methods_say_so(ours):
+    with pytest.raises(TypeError, match="does not implement is_split_into_words, stride"):
+        ours(["a b"], stride=2, is_split_into_words=True)
+    with pytest.raises(AttributeError, match="word_ids is not implemented by gpt-flax"):
+        ours("a b").word_ids()
+    ours("word " * 600, verbose=False)  # no length warning asked for
+
+
+def test_pad_keeps_offsets_of_different_lengths_as_transformers():
+    ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+    hf_fast = transformers.OpenAIGPTTokenizerFast(vocab_file=VOCAB, merges_file=MERGES)
+    ours.pad_token = hf_fast.pad_token = "<unk>"
+    texts = ["a b c", "d"]
+    padded = ours.pad(dict(ours(texts, return_offsets_mapping=True)), return_tensors="np")
+    theirs = hf_fast.pad(dict(hf_fast(texts, return_offsets_mapping=True)), return_tensors="np")
+    np.testing.assert_array_equal(padded["input_ids"], theirs["input_ids"])
+    assert padded["offset_mapping"].dtype == object
+    for a, b in zip(padded["offset_mapping"], theirs["offset_mapping"]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_original_add_tokens_lowercases_like_slow():
     ours = OpenAIGPTTokenizer.from_pretrained(FIXTURES, original=True)
     ref = transformers.OpenAIGPTTokenizer(vocab_file=VOCAB, merges_file=MERGES)
