@@ -337,6 +337,16 @@ def choose(logits, key, sampler: Sampler, temperature, top_p):
 
 
 # -- the compiled loop -----------------------------------------------------------------------
+def _decode_weights(params, config: OpenAIGPTConfig, cpu_kernel: bool):
+    """(layers, lm_head) for `decode_step`: packed for the CPU kernels, else the layers split (no lm_head)."""
+    if not cpu_kernel:
+        return split_layers(params["h"], config.n_layer), None
+    layers = pack_layers(params["h"], config.n_layer)
+    if "lm_head" in params:  # untied
+        return layers, cpu_decode.pack(params["lm_head"]["kernel"])
+    return layers, cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
+
+
 def phase_widths(prompt_slots: int, cache_slots: int) -> tuple:
     """Cache sizes of the decode phases: 128, 256, ... past the prompt, then all slots.
 
@@ -412,14 +422,7 @@ def _generate_loop(
     """
     B, T = input_ids.shape
     dtype = jnp.dtype(dtype)
-    if cpu_kernel:
-        layers = pack_layers(params["h"], config.n_layer)
-        if "lm_head" in params:  # untied
-            lm_head = cpu_decode.pack(params["lm_head"]["kernel"])
-        else:
-            lm_head = cpu_decode.pack(params["tokens_embed"]["embedding"], transposed=True)
-    else:
-        layers, lm_head = split_layers(params["h"], config.n_layer), None
+    layers, lm_head = _decode_weights(params, config, cpu_kernel)
 
     constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
 
@@ -457,6 +460,189 @@ def _generate_loop(
     for width in widths:
         state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
     return state.tokens, state.step + 1
+
+
+# -- beam search -----------------------------------------------------------------------------
+class Beams(NamedTuple):
+    """Static settings of a beam search (transformers' GenerationConfig names)."""
+
+    num_beams: int
+    num_return_sequences: int
+    early_stopping: bool | str  # True, False or "never"
+
+
+class _BeamState(NamedTuple):
+    """transformers' `_beam_search` state, its [B, beams, ...] arrays holding only the new tokens."""
+
+    step: jax.Array  # int32 []: new tokens in the running beams
+    cache: KVCache  # rows b * K + k: running beam k of prompt b
+    running: jax.Array  # [B, K, N] new tokens of the running beams (fill after `step`)
+    running_scores: jax.Array  # [B, K] their summed log-probabilities
+    done: jax.Array  # [B, K, N] the best finished hypotheses (or placeholders)
+    done_scores: jax.Array  # [B, K] their length-penalised scores (-1e9: none yet)
+    done_lengths: jax.Array  # [B, K] int32: their new tokens
+    finished: jax.Array  # [B, K] bool: the slot holds a finished hypothesis (is_sent_finished)
+    improvable: jax.Array  # [B, 1] bool: a running beam may still beat the worst finished one
+    all_hit: jax.Array  # bool []: every candidate of the last step stopped (no way to continue)
+
+
+def _take_beams(x, index):
+    """x [B, W, ...] at index [B, K] along the beam axis (transformers `_gather_beams`)."""
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def beam_step(st: _BeamState, log_probs, eos_ids, max_new_tokens, length_penalty, beams: Beams, key=None) -> _BeamState:
+    """One step of transformers' `_beam_search` after the model: log_probs [B * K, V] of the running
+    beams' next token, processed. The top candidates over all beams (with `key`, beam sampling: drawn
+    without replacement from the softmax of their scores, by the Gumbel top-k trick, where transformers
+    uses torch.multinomial), the running beams kept among those that did not stop, the finished
+    hypotheses merged in by score, the cache reordered to the new beams, and the early-stop heuristic."""
+    B, K, N = st.running.shape
+    V = log_probs.shape[-1]
+    W = max(2, 1 + eos_ids.shape[0]) * K  # beams_to_keep
+    step = st.step
+    scores = (log_probs.reshape(B, K, V) + st.running_scores[:, :, None]).reshape(B, K * V)
+    if key is None:
+        top_scores, top_index = jax.lax.top_k(scores, W)  # [B, W]
+    else:
+        top_index = jax.lax.top_k(scores + jax.random.gumbel(key, scores.shape), W)[1]
+        top_scores = jnp.take_along_axis(scores, top_index, axis=1)
+    parent, token = top_index // V, top_index % V
+    candidates = _take_beams(st.running, parent)  # [B, W, N]
+    candidates = jnp.where(jnp.arange(N) == step, token[:, :, None], candidates)
+    hits = (step + 1 >= max_new_tokens) | jnp.any(token[:, :, None] == eos_ids, axis=-1)  # stopping criteria
+
+    # The running beams: the best K candidates that did not stop.
+    running_scores = top_scores + hits.astype(jnp.float32) * -1.0e9
+    keep = jax.lax.top_k(running_scores, K)[1]
+    running = _take_beams(candidates, keep)
+    running_scores = _take_beams(running_scores, keep)
+    parent = _take_beams(parent, keep)
+
+    # The finished hypotheses: candidates among the first K that stopped, scored with the length
+    # penalty, merged with the ones kept so far; the best K stay.
+    did_finish = hits & (jnp.arange(W) < K)[None, :]
+    finish_scores = top_scores / jnp.power((step + 1).astype(jnp.float32), length_penalty)
+    if beams.early_stopping is True:
+        finish_scores += jnp.all(st.finished, axis=1, keepdims=True).astype(jnp.float32) * -1.0e9
+    finish_scores += (~st.improvable).astype(jnp.float32) * -1.0e9
+    finish_scores += (~did_finish).astype(jnp.float32) * -1.0e9
+    merged_scores = jnp.concatenate([st.done_scores, finish_scores], axis=1)
+    best = jax.lax.top_k(merged_scores, K)[1]
+    done = _take_beams(jnp.concatenate([st.done, candidates], axis=1), best)
+    done_scores = _take_beams(merged_scores, best)
+    lengths = jnp.concatenate([st.done_lengths, jnp.broadcast_to(step + 1, (B, W)).astype(jnp.int32)], axis=1)
+    done_lengths = _take_beams(lengths, best)
+    finished = _take_beams(jnp.concatenate([st.finished, did_finish], axis=1), best)
+
+    # The cache follows the running beams (transformers' reorder_cache).
+    rows = (jnp.arange(B)[:, None] * K + parent).reshape(-1)
+    cache = st.cache._replace(
+        key=tuple(jnp.take(k, rows, axis=0) for k in st.cache.key),
+        value=tuple(jnp.take(v, rows, axis=0) for v in st.cache.value),
+    )
+    step = step + 1
+    # `_check_early_stop_heuristic`: can the best running beam still beat the worst finished one?
+    if beams.early_stopping == "never":
+        best_length = jnp.where(length_penalty > 0.0, max_new_tokens, step)
+    else:
+        best_length = step
+    best_possible = running_scores[:, :1] / jnp.power(best_length.astype(jnp.float32), length_penalty)
+    worst = jnp.where(finished, jnp.min(done_scores, axis=1, keepdims=True), -1.0e9)
+    improvable = st.improvable & jnp.any(best_possible > worst, axis=-1, keepdims=True)
+    return _BeamState(
+        step, cache, running, running_scores, done, done_scores, done_lengths, finished, improvable, jnp.all(hits)
+    )
+
+
+def _beams_go_on(st: _BeamState, beams: Beams):
+    """transformers' `_beam_search_has_unfinished_sequences`."""
+    go_on = jnp.any(st.improvable) & ~st.all_hit
+    if beams.early_stopping is True:
+        go_on = go_on & ~jnp.all(st.finished)
+    return go_on
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampler", "beams", "cache_size", "dtype", "cpu_kernel"))
+def _beam_search_loop(
+    params,
+    input_ids,
+    start,
+    max_new_tokens,
+    eos_ids,
+    fill_id,
+    length_penalty,
+    penalty,
+    min_new_tokens,
+    temperature,
+    top_p,
+    key,
+    *,
+    config: OpenAIGPTConfig,
+    sampler: Sampler,
+    beams: Beams,
+    cache_size: int,
+    dtype: str,
+    cpu_kernel: bool,
+):
+    """Prefill, then beam search until transformers' stopping rules end it.
+
+    input_ids [B, T] left-padded, start [B]. Returns (new tokens [B, n, S - T] of the n best
+    hypotheses per prompt, their lengths [B, n]); past its length a hypothesis holds `fill_id`.
+    """
+    B, T = input_ids.shape
+    K = beams.num_beams
+    dtype = jnp.dtype(dtype)
+    layers, lm_head = _decode_weights(params, config, cpu_kernel)
+    ids = jnp.repeat(input_ids, K, axis=0)  # row b * K + k
+    start = jnp.repeat(start, K, axis=0)
+    N = cache_size - T
+    constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
+
+    def log_probs_of(logits, st: _BeamState):
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        if constrained:  # processors see each beam's tokens, as transformers' `logits_processor(input_ids, ...)`
+            history = jnp.concatenate([ids, st.running.reshape(B * K, N)], axis=1)
+            column = jnp.arange(history.shape[1])[None, :]
+            valid = (column >= start[:, None]) & (column < T + st.step)
+            log_probs = constrain_logits(log_probs, history, valid, st.step, eos_ids, sampler, penalty, min_new_tokens)
+        if sampler.do_sample:  # the warpers come after the processors in transformers' list
+            log_probs = process_logits(log_probs, sampler, temperature, top_p)
+        return log_probs
+
+    def step(st: _BeamState, logits) -> _BeamState:
+        draw = jax.random.fold_in(key, st.step) if sampler.do_sample else None
+        return beam_step(st, log_probs_of(logits, st), eos_ids, max_new_tokens, length_penalty, beams, draw)
+
+    widths = (cache_size,) if cpu_kernel else phase_widths(T, cache_size)
+    logits, cache = prefill(params, config, ids, start, widths[0], dtype)
+    fill = jnp.full((B, K, N), fill_id, jnp.int32)
+    state = _BeamState(
+        step=jnp.zeros((), jnp.int32),
+        cache=cache,
+        running=fill,
+        running_scores=jnp.zeros((B, K), jnp.float32).at[:, 1:].set(-1.0e9),  # only the first beam expands
+        done=fill,
+        done_scores=jnp.full((B, K), -1.0e9, jnp.float32),
+        done_lengths=jnp.zeros((B, K), jnp.int32),
+        finished=jnp.zeros((B, K), bool),
+        improvable=jnp.ones((B, 1), bool),
+        all_hit=jnp.zeros((), bool),
+    )
+    state = step(state, logits)
+
+    def cond(st: _BeamState):
+        return _beams_go_on(st, beams) & (st.step < max_new_tokens) & (st.cache.length < st.cache.size)
+
+    def body(st: _BeamState) -> _BeamState:
+        last = jnp.take_along_axis(st.running, jnp.broadcast_to(st.step - 1, (B, K, 1)), axis=2).reshape(B * K)
+        logits, cache = decode_step(params, config, st.cache, last, layers=layers, lm_head=lm_head, dtype=dtype)
+        return step(st._replace(cache=cache), logits)
+
+    for width in widths:
+        state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
+    n = beams.num_return_sequences
+    return state.done[:, :n], state.done_lengths[:, :n]
 
 
 # -- the host-side door ----------------------------------------------------------------------
@@ -564,6 +750,9 @@ def generate(
     no_repeat_ngram_size: int | None = None,
     min_new_tokens: int | None = None,
     min_length: int | None = None,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
+    early_stopping: bool | str | None = None,
     streamer: Callable[[np.ndarray], None] | None = None,
     dtype=jnp.float32,
 ) -> np.ndarray:
@@ -585,6 +774,12 @@ def generate(
     would repeat an n-gram of the row; `min_new_tokens` (or `min_length`, prompt width included, as
     max_length) bans the eos ids until that many new tokens are out. A row's tokens are its prompt
     without the masked padding (each row as if alone, as its attention) and what it generated.
+
+    `num_beams` > 1: transformers' beam search (greedy only), its `length_penalty` (default 1.0:
+    finished hypotheses scored by summed log-probability / new tokens) and `early_stopping` (False,
+    True or "never"); the `num_return_sequences` (<= num_beams) best hypotheses per prompt, those
+    shorter than the longest filled as transformers fills them (pad, or the first eos when pad is 0
+    or None).
     """
     ids = _check_ids(input_ids, config)
     if not config.tie_word_embeddings and "lm_head" not in params:
@@ -612,7 +807,8 @@ def generate(
         or num_return_sequences < 1
     ):
         raise ValueError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
-    if num_return_sequences > 1 and not do_sample:
+    beams = _resolve_beams(num_beams, length_penalty, early_stopping, num_return_sequences, streamer)
+    if num_return_sequences > 1 and not do_sample and beams is None:
         raise ValueError(
             f"num_return_sequences={num_return_sequences} needs do_sample=True: greedy decoding returns the same sequence"
         )
@@ -632,6 +828,18 @@ def generate(
     pad = int(pad_token_id) if pad_token_id is not None else 0
 
     ids, start = left_align(ids, mask)
+    if beams is not None:
+        traced = {
+            "length_penalty": 1.0 if length_penalty is None else float(length_penalty),
+            "penalty": penalty,
+            "min_new_tokens": min_new,
+            "temperature": temperature,
+            "top_p": top_p,
+            "key": _as_key(prng_key) if do_sample else jax.random.key(0),
+        }
+        return _beam_search(
+            params, config, ids, start, max_new_tokens, eos, pad_token_id, beams, sampler, dtype, traced
+        )
     if num_return_sequences > 1:  # transformers' _expand_inputs_for_generation: repeat_interleave
         ids, start = np.repeat(ids, num_return_sequences, axis=0), np.repeat(start, num_return_sequences)
     slots = prompt_bucket(T)
@@ -667,6 +875,63 @@ def generate(
     if error is not None:
         raise error
     return np.concatenate([ids, tokens[:, :count]], axis=1)
+
+
+def _resolve_beams(num_beams, length_penalty, early_stopping, num_return_sequences, streamer):
+    """The beam search's static settings, or None for one beam (greedy or sampling)."""
+    if num_beams is None or (num_beams == 1 and not isinstance(num_beams, bool)):
+        return None
+    if not isinstance(num_beams, (int, np.integer)) or isinstance(num_beams, bool) or num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if streamer is not None:
+        raise ValueError("`streamer` cannot be used with beam search (as in transformers); set num_beams=1")
+    if num_return_sequences > num_beams:
+        raise ValueError(
+            f"num_return_sequences ({num_return_sequences}) has to be smaller or equal to num_beams ({num_beams})"
+        )
+    if length_penalty is not None and not (
+        isinstance(length_penalty, (int, float, np.floating, np.integer)) and np.isfinite(length_penalty)
+    ):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    if early_stopping is None:
+        early_stopping = False
+    if early_stopping not in (True, False, "never") or not isinstance(early_stopping, (bool, str)):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    return Beams(int(num_beams), int(num_return_sequences), early_stopping)
+
+
+def _beam_search(params, config, ids, start, max_new, eos, pad, beams, sampler, dtype, traced: dict):
+    """Run `_beam_search_loop` on left-aligned ids [B, T]; prompt + new tokens [B * n, T + N]. `traced`:
+    its arguments that do not recompile it (length_penalty, penalty, min_new_tokens, temperature, top_p, key)."""
+    B, T = ids.shape
+    slots = prompt_bucket(T)
+    padded = np.concatenate([np.zeros((B, slots - T), np.int32), ids], axis=1)
+    # transformers' output_fill_value: `pad_token_id or eos_token_id[0] if eos_token_id is not None else -1`
+    fill = (pad if pad else eos[0]) if eos else -1
+    tokens, lengths = _beam_search_loop(
+        params,
+        jnp.asarray(padded),
+        jnp.asarray(start + (slots - T), jnp.int32),
+        jnp.int32(max_new),
+        jnp.asarray(eos, jnp.int32).reshape(-1),
+        jnp.int32(fill),
+        jnp.float32(traced["length_penalty"]),
+        jnp.float32(traced["penalty"]),
+        jnp.int32(traced["min_new_tokens"]),
+        jnp.float32(traced["temperature"]),
+        jnp.float32(traced["top_p"]),
+        traced["key"],
+        config=config,
+        sampler=sampler,
+        beams=beams,
+        cache_size=cache_bucket(slots, max_new),
+        dtype=jnp.dtype(dtype).name,
+        cpu_kernel=use_cpu_kernel(dtype),
+    )
+    tokens, lengths = np.asarray(tokens), np.asarray(lengths)  # [B, n, S - T], [B, n]
+    n = beams.num_return_sequences
+    new = tokens[:, :, : int(lengths.max())].reshape(B * n, -1)
+    return np.concatenate([np.repeat(ids, n, axis=0), new], axis=1)
 
 
 def _resolve_max_new_tokens(
@@ -746,7 +1011,9 @@ def _resolve_processors(sampler, repetition_penalty, no_repeat_ngram_size, min_n
     min_new_tokens wins over min_length, which counts the prompt's T columns (transformers'
     `_prepare_generated_length`)."""
     if repetition_penalty is not None and not _positive_float32(repetition_penalty):
-        raise ValueError(f"repetition_penalty must be a finite number > 0 (1.0: no penalty), got {repetition_penalty!r}")
+        raise ValueError(
+            f"repetition_penalty must be a finite number > 0 (1.0: no penalty), got {repetition_penalty!r}"
+        )
     for name, value in (
         ("no_repeat_ngram_size", no_repeat_ngram_size), ("min_new_tokens", min_new_tokens), ("min_length", min_length)
     ):  # fmt: skip
@@ -768,7 +1035,9 @@ def _resolve_processors(sampler, repetition_penalty, no_repeat_ngram_size, min_n
             "stops at the maximum.", min_new, max_new,
         )  # fmt: skip
     sampler = sampler._replace(
-        repetition_penalty=penalty != 1.0, no_repeat_ngram_size=int(no_repeat_ngram_size or 0), min_new_tokens=min_new > 0
+        repetition_penalty=penalty != 1.0,
+        no_repeat_ngram_size=int(no_repeat_ngram_size or 0),
+        min_new_tokens=min_new > 0,
     )
     return sampler, penalty, min_new
 
@@ -777,7 +1046,8 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 # generate's arguments that a generation_config.json (transformers' GenerationConfig) may default.
 GENERATION_KEYS = (
     "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "pad_token_id",
-    "num_return_sequences", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "min_length",
+    "num_return_sequences", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "min_length", "num_beams",
+    "length_penalty", "early_stopping",
 )  # fmt: skip
 # Keys that describe the file or only how transformers runs (caches, assistants, what generate
 # returns), and GenerationConfig's defaults of the options generate lacks: none of these is reported.
@@ -790,7 +1060,7 @@ _NO_TOKEN_EFFECT = frozenset((
     "output_scores", "output_logits", "return_dict_in_generate", "generation_kwargs", "max_time",
 ))  # fmt: skip
 _NO_EFFECT = {
-    "num_beams": 1, "num_beam_groups": 1, "length_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
+    "num_beam_groups": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
     "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0,
 }  # fmt: skip
 
@@ -825,7 +1095,9 @@ def _as_generation_config(value) -> dict:
     elif callable(getattr(value, "to_dict", None)):
         config = value.to_dict()
     else:
-        raise TypeError(f"generation_config must be a dict or a transformers GenerationConfig, got {type(value).__name__}")
+        raise TypeError(
+            f"generation_config must be a dict or a transformers GenerationConfig, got {type(value).__name__}"
+        )
     _warn_unsupported(config, "generation_config")
     return config
 
@@ -858,6 +1130,9 @@ class GenerationMixin:
         no_repeat_ngram_size: int | None = None,
         min_new_tokens: int | None = None,
         min_length: int | None = None,
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
         generation_config=None,
         params: dict | None = None,
         streamer: Callable[[np.ndarray], None] | None = None,
@@ -870,7 +1145,7 @@ class GenerationMixin:
         if unsupported:
             raise TypeError(
                 f"generate does not take {', '.join(sorted(unsupported))}: gpt-flax implements greedy decoding "
-                f"and sampling with the options {', '.join(GENERATION_KEYS)} (no beam search)"
+                f", sampling and beam search with the options {', '.join(GENERATION_KEYS)}"
             )
         file = (getattr(self, "generation_config", None) or {}) if generation_config is None else None
         file = _as_generation_config(generation_config) if file is None else file
@@ -879,6 +1154,9 @@ class GenerationMixin:
             "no_repeat_ngram_size": no_repeat_ngram_size,
             "min_new_tokens": min_new_tokens,
             "min_length": min_length,
+            "num_beams": num_beams,
+            "length_penalty": length_penalty,
+            "early_stopping": early_stopping,
             "max_new_tokens": max_new_tokens,
             "max_length": max_length,
             "do_sample": do_sample,

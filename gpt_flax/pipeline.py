@@ -44,7 +44,8 @@ PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.
 GLOBAL_DEFAULTS = {
     "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
     "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1, "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0,
+    "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "num_beams": 1, "length_penalty": 1.0,
+    "early_stopping": False,
 }  # fmt: skip
 GENERATE_OPTIONS = frozenset(
     (
@@ -61,6 +62,9 @@ GENERATE_OPTIONS = frozenset(
         "no_repeat_ngram_size",
         "min_new_tokens",
         "min_length",
+        "num_beams",
+        "length_penalty",
+        "early_stopping",
         "prng_key",
         "streamer",
     )

@@ -599,10 +599,10 @@ def test_generation_config_json_gives_generate_and_pipeline_defaults(model_dir, 
     assert ours.task_defaults["pad_token_id"] == tokenizer.unk_token_id
 
     with open(directory / "generation_config.json", "w") as f:
-        json.dump({"num_beams": 4, "repetition_penalty": 1.3, "transformers_version": "4.56.2"}, f)
+        json.dump({"num_beam_groups": 2, "num_beams": 4, "transformers_version": "4.56.2"}, f)
     with caplog.at_level("WARNING", logger="gpt_flax"):
         FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
-    assert "sets {'num_beams': 4}, which gpt-flax's generate does not implement" in caplog.text
+    assert "sets {'num_beam_groups': 2}, which gpt-flax's generate does not implement" in caplog.text
 
 
 def test_generation_config_json_values_read_as_transformers_reads_them(model_dir, tmp_path):
@@ -898,8 +898,8 @@ def test_generation_config_argument_and_unsupported_options(small):
         model.generate(ids, generation_config=transformers.GenerationConfig(**options)), expected
     )
     assert model.generate(ids, generation_config=options, max_new_tokens=2).shape == (3, 9)  # arguments win
-    with pytest.raises(TypeError, match="generate does not take num_beams: gpt-flax implements greedy decoding"):
-        model.generate(ids, num_beams=4)
+    with pytest.raises(TypeError, match="generate does not take num_beam_groups: gpt-flax implements greedy decoding"):
+        model.generate(ids, num_beam_groups=2)
     with pytest.raises(TypeError, match="generation_config must be a dict"):
         model.generate(ids, generation_config=3)
 
@@ -942,3 +942,87 @@ def test_pipeline_takes_transformers_pipeline_options(model_dir):
         ours("One", handle_long_generation="middle")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         ours("One", batch_size=0)
+
+
+# -- beam search ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_beams": 3},
+        {"num_beams": 4, "num_return_sequences": 3, "eos_token_id": 27, "pad_token_id": 5},  # pad fills short ones
+        {"num_beams": 3, "eos_token_id": [27, 33]},  # no pad: the first eos fills
+        {"num_beams": 3, "eos_token_id": 27, "early_stopping": True},
+        {"num_beams": 3, "eos_token_id": 27, "early_stopping": "never", "length_penalty": 2.0},
+        {"num_beams": 2, "eos_token_id": 27, "length_penalty": -0.5, "no_repeat_ngram_size": 2},
+    ],
+)
+def test_beam_search_matches_transformers(small, kwargs):
+    model, ref = small
+    ids = prompts(9)
+    kwargs = {"max_new_tokens": 20, "pad_token_id": 0, **kwargs}
+    ours = model.generate(ids, **kwargs)
+    theirs = hf_generate(ref, ids, **kwargs)
+    np.testing.assert_array_equal(ours, theirs)
+    greedy = model.generate(ids, max_new_tokens=20, pad_token_id=0, eos_token_id=kwargs.get("eos_token_id"))
+    assert not np.array_equal(ours[:: kwargs.get("num_return_sequences", 1)], greedy)  # beams found other text
+
+
+def test_beam_search_rows_as_alone_and_across_cache_phases(decode_path):
+    """Each prompt of a padded batch gets the beams it would alone; the cache, reordered every step,
+    grows between the decode phases."""
+    config = SMALL.replace(n_positions=300)
+    model = FlaxOpenAIGPTLMHeadModel(config, seed=3)
+    ref = torch_model("lm", config, model.params)
+    ids, mask = left_padded(10)
+    kwargs = {"num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 130, "repetition_penalty": 1.2}
+    assert gen.phase_widths(8, gen.cache_bucket(8, 130)) == (128, 192)
+    ours = model.generate(ids, attention_mask=mask, **kwargs)
+    for b in range(3):
+        alone = ids[b : b + 1, 7 - mask[b].sum() :]
+        expected = hf_generate(ref, alone, **kwargs)[:, alone.shape[1] :]
+        np.testing.assert_array_equal(ours[2 * b : 2 * b + 2, 7:], expected)
+
+
+def test_beam_sampling_is_reproducible_and_cold_beam_sampling_is_beam_search(small):
+    """do_sample with num_beams draws the candidates from the softmax of the beams' scores (transformers'
+    multinomial without replacement); at a temperature near 0 the draws are the top candidates."""
+    model, _ = small
+    ids = prompts(11)
+    kwargs = {"num_beams": 3, "max_new_tokens": 16, "do_sample": True, "top_k": 0}
+    first = model.generate(ids, prng_key=1, **kwargs)
+    np.testing.assert_array_equal(first, model.generate(ids, prng_key=1, **kwargs))
+    assert not np.array_equal(first, model.generate(ids, prng_key=2, **kwargs))
+    beam = model.generate(ids, num_beams=3, max_new_tokens=16)
+    np.testing.assert_array_equal(model.generate(ids, prng_key=1, **{**kwargs, "temperature": 0.01}), beam)
+
+
+def test_beam_search_options_are_checked(small):
+    model, _ = small
+    for kwargs, message in (
+        ({"num_beams": 0}, "num_beams must be a positive integer"),
+        (
+            {"num_beams": 2, "num_return_sequences": 3},
+            r"num_return_sequences \(3\) has to be smaller or equal to num_beams",
+        ),
+        ({"num_beams": 2, "early_stopping": "sometimes"}, "early_stopping must be True, False or 'never'"),
+        ({"num_beams": 2, "length_penalty": float("inf")}, "length_penalty must be a finite number"),
+        ({"num_beams": 2, "streamer": print}, "streamer"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            model.generate(prompts(), max_new_tokens=3, **kwargs)
+
+
+def test_pipeline_and_cli_beam_search_match_transformers(model_dir, capsys):
+    ours = pipeline("text-generation", model=model_dir, do_sample=False)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
+    options = {"num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 10}
+    expected = [theirs(p, do_sample=False, pad_token_id=0, **options) for p in PROMPTS]
+    assert ours(PROMPTS, **options) == expected
+    code, out, _ = run_cli(
+        [PROMPTS[1], "--model", model_dir, "--max-new-tokens", "10", "--greedy", "--num-beams", "3"], capsys
+    )
+    assert code == 0 and out == ours(PROMPTS[1], num_beams=3, max_new_tokens=10)[0]["generated_text"] + "\n"

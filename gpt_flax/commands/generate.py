@@ -47,6 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="penalise the tokens already in the text (> 1 less repetition; 1.0 off)")
     p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
     p.add_argument("--min-new-tokens", type=int, default=None, help="no end-of-text before this many new tokens")
+    p.add_argument("--num-beams", type=int, default=None, help="beam search over this many beams (default 1: none)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: a fresh one)")
     p.add_argument("--num-return-sequences", type=int, default=None, help="sequences to sample for the prompt (default 1)")
     p.add_argument("--stream", action="store_true", help="print the text as it is produced (one sequence)")
@@ -58,7 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _generate_options(args) -> dict:
     names = (
         "max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed", "num_return_sequences",
-        "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens",
+        "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "num_beams",
     )  # fmt: skip
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
