@@ -280,6 +280,8 @@ def read_torch_legacy(path: str) -> dict[str, Tensor]:
         if path in str(e):
             raise
         raise CheckpointError(f"{path}: {e}") from None
+    except OSError:  # the file could not be read (permissions, ...): not a malformed checkpoint
+        raise
     except Exception as e:  # noqa: BLE001 - whatever a malformed pickle makes the unpickler raise
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):

@@ -62,12 +62,13 @@ def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:
 
     src, dst, head = report.src, report.dst, report.head
     ours = getattr(modeling, ARCHITECTURES[head][1]).from_pretrained(dst, param_dtype=jnp.float32)
-    if ours.config.afn not in modeling_openai.ACT_FNS:
+    afn = "gelu" if ours.config.afn == "gelu_new" else ours.config.afn  # the same function, transformers' name
+    if afn not in modeling_openai.ACT_FNS:
         raise ValueError(
-            f"transformers {transformers.__version__} has no afn {ours.config.afn!r} for OpenAI GPT "
+            f"transformers {transformers.__version__} has no afn {afn!r} for OpenAI GPT "
             f"(it has {sorted(modeling_openai.ACT_FNS)}), so it cannot run this model"
         )
-    hf_config = transformers.OpenAIGPTConfig.from_dict(ours.config.to_dict())
+    hf_config = transformers.OpenAIGPTConfig.from_dict({**ours.config.to_dict(), "afn": afn})
     torch_cls = getattr(transformers, ARCHITECTURES[head][0])
     source = load_checkpoint(src, revision=revision, cache_dir=cache_dir, config=config)
     if report.to == "hf":

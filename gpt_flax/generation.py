@@ -286,6 +286,8 @@ def no_repeat_ngram_filter(logits, history, valid, n: int):
     and lies wholly inside the row bans the token after it. With n = 1 every token seen is banned.
     """
     B, W = history.shape
+    if n - 1 >= W:  # no row holds n - 1 tokens yet: nothing to ban (transformers bans nothing either)
+        return logits
     end = jnp.max(jnp.where(valid, jnp.arange(W)[None, :] + 1, 0), axis=1)  # [B]: one past the row's last token
     width = W - (n - 1)  # windows start at 0 .. width - 1
     match = valid[:, :width]  # the window starts inside the row
@@ -1065,6 +1067,15 @@ _NO_EFFECT = {
 }  # fmt: skip
 
 
+# GenerationConfig()'s values of generate's options (transformers' global defaults).
+GLOBAL_GENERATION_DEFAULTS = {
+    "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+    "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1, "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "num_beams": 1, "length_penalty": 1.0,
+    "early_stopping": False,
+}  # fmt: skip
+
+
 def read_generation_config(directory) -> dict:
     """A checkpoint's generation_config.json as a dict ({} when it has none), as transformers'
     `GenerationConfig.from_pretrained`; options it sets that `generate` lacks are named in a warning."""
@@ -1147,8 +1158,9 @@ class GenerationMixin:
                 f"generate does not take {', '.join(sorted(unsupported))}: gpt-flax implements greedy decoding "
                 f", sampling and beam search with the options {', '.join(GENERATION_KEYS)}"
             )
-        file = (getattr(self, "generation_config", None) or {}) if generation_config is None else None
-        file = _as_generation_config(generation_config) if file is None else file
+        file = getattr(self, "generation_config", None) or {}
+        if generation_config is not None:
+            file = self._merged_generation_config(_as_generation_config(generation_config), file)
         given = {
             "repetition_penalty": repetition_penalty,
             "no_repeat_ngram_size": no_repeat_ngram_size,
@@ -1171,6 +1183,22 @@ class GenerationMixin:
         options.update({k: v for k, v in given.items() if v is not None})
         options = self._with_token_defaults(options, file)
         return self._generate(input_ids, attention_mask, params=params, prng_key=prng_key, streamer=streamer, **options)
+
+    def _merged_generation_config(self, given: dict, file: dict) -> dict:
+        """transformers' `_prepare_generation_config` (use_model_defaults): a call's generation config,
+        where it holds GenerationConfig's global default, takes the model's value instead (its
+        generation_config.json, else config.json's token ids)."""
+        model = dict(file) if file else {"_from_model_config": True}
+        if not file:
+            tokens = {k: getattr(self.config, k) for k in ("eos_token_id", "pad_token_id")}
+            model.update({k: v for k, v in tokens.items() if v is not None})
+        merged = {k: v for k, v in model.items() if k.startswith("_") or v != GLOBAL_GENERATION_DEFAULTS.get(k)}
+        for key, value in given.items():
+            if key.startswith("_") or key == "transformers_version":
+                continue
+            if key not in GLOBAL_GENERATION_DEFAULTS or value != GLOBAL_GENERATION_DEFAULTS[key] or key not in merged:
+                merged[key] = value
+        return merged
 
     def _with_token_defaults(self, options: dict, file: dict | None = None) -> dict:
         """`options` with eos and pad as transformers' model.generation_config holds them: when a
@@ -1213,6 +1241,8 @@ def _file_defaults(file: dict, given: dict) -> dict:
     them: max_length 20 (GenerationConfig's own default) means 20 new tokens, generate's default
     anyway; the sampling options neither count nor are checked when the call decodes greedily."""
     options = {k: file[k] for k in GENERATION_KEYS if file.get(k) is not None}
+    if "top_k" in file and file["top_k"] is None:  # a GenerationConfig's top_k=None: no top-k filter
+        options["top_k"] = 0
     if options.get("max_length") == 20:
         del options["max_length"]
     if not (given["do_sample"] if given["do_sample"] is not None else options.get("do_sample", False)):

@@ -35,18 +35,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from gpt_flax.generation import GLOBAL_GENERATION_DEFAULTS as GLOBAL_DEFAULTS
 from gpt_flax.generation import _as_key, _resolve_max_new_tokens
 
 TASK = "text-generation"
 # transformers' TextGenerationPipeline._default_generation_config, with GenerationConfig's top_k.
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_k": 50}
-# GenerationConfig()'s values of generate's options.
-GLOBAL_DEFAULTS = {
-    "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
-    "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1, "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "num_beams": 1, "length_penalty": 1.0,
-    "early_stopping": False,
-}  # fmt: skip
 GENERATE_OPTIONS = frozenset(
     (
         "max_new_tokens",
@@ -95,7 +89,7 @@ class TextGenerationPipeline:
         base = dict(PIPELINE_DEFAULTS)
         for key, value in file.items():
             if key in GLOBAL_DEFAULTS and base.get(key, GLOBAL_DEFAULTS[key]) == GLOBAL_DEFAULTS[key] != value:
-                base[key] = value
+                base[key] = 0 if key == "top_k" and value is None else value  # a null top_k: no top-k filter
         if base.get("max_new_tokens") == PIPELINE_DEFAULTS["max_new_tokens"] and base.get("max_length", 20) != 20:
             del base["max_new_tokens"]
             if file.get("max_new_tokens") is not None and _version(file.get("transformers_version")) >= (4, 50):
@@ -125,7 +119,7 @@ class TextGenerationPipeline:
         _check_options(kwargs)
         given = {**self.defaults, **kwargs}  # what the user asked for, at construction or now
         options = {**self.task_defaults, **given}
-        output = self._output_options(options, given)
+        output = self._output_options(options, self.defaults, kwargs)
         seed = options.pop("seed", None)
         if seed is not None:
             if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
@@ -137,6 +131,8 @@ class TextGenerationPipeline:
         stop_sequence = options.pop("stop_sequence", None)
         if stop_sequence is not None:  # as transformers: any token of the stop sequence ends a row
             options["eos_token_id"] = list(self.tokenizer.encode(_check_str(stop_sequence, "stop_sequence")))
+            if not options["eos_token_id"]:
+                raise ValueError(f"stop_sequence={stop_sequence!r} has no tokens to stop at")
         prefix = _check_str(options.pop("prefix", None) or "", "prefix")
         hole = options.pop("handle_long_generation", None)
         if hole not in (None, "hole"):
@@ -147,12 +143,12 @@ class TextGenerationPipeline:
             prefix_length = len(self.tokenizer(prefix)["input_ids"])
             if options.get("max_new_tokens") is None and options.get("max_length") is not None:
                 options["max_length"] += prefix_length
-            if options.get("min_new_tokens") is None and options.get("min_length"):
+            if "min_new_tokens" not in given and given.get("min_length"):  # a keyword's, not a file's
                 options["min_length"] += prefix_length
-        ids, mask = self._encode([prefix + text for text in texts], options if hole else None)
+        ids, mask, hole_budgets = self._encode([prefix + text for text in texts], options if hole else None)
         # Each prompt's own number of new tokens, as if it ran alone (transformers runs them one by one).
         capped = "max_new_tokens" not in given and options.get("max_new_tokens") is not None
-        budgets = [self._budget(int(length), options, capped) for length in mask.sum(axis=1)]
+        budgets = hole_budgets or [self._budget(int(length), options, capped) for length in mask.sum(axis=1)]
         options.pop("max_length", None)
         # min_length counts each prompt's own tokens too: as min_new_tokens per prompt (which wins over it).
         min_length = options.pop("min_length", None)
@@ -194,20 +190,15 @@ class TextGenerationPipeline:
         return results[0] if single else results
 
     @staticmethod
-    def _output_options(options: dict, given: dict) -> dict:
-        """What the results hold, popped from `options`, with transformers' checks (`_sanitize_parameters`)."""
-        return_text = options.pop("return_text", None)
-        if given.get("return_full_text") is not None:
-            if return_text is not None:
-                raise ValueError("`return_text` is mutually exclusive with `return_full_text`")
-            if given.get("return_tensors") is not None:
-                raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
-        if given.get("return_tensors") is not None and return_text is not None:
-            raise ValueError("`return_text` is mutually exclusive with `return_tensors`")
-        full = options.pop("return_full_text", None)
+    def _output_options(options: dict, defaults: dict, kwargs: dict) -> dict:
+        """What the results hold, popped from `options`: the call's choice, else the pipeline's, each
+        checked on its own as transformers' `_sanitize_parameters` checks it."""
+        for name in ("return_full_text", "return_tensors", "return_text"):
+            options.pop(name, None)
+        kind = _return_type(kwargs) or _return_type(defaults) or "full_text"
         return {
-            "return_full_text": True if full is None else bool(full),
-            "return_tensors": bool(options.pop("return_tensors", False)),
+            "return_full_text": kind == "full_text",
+            "return_tensors": kind == "tensors",
             "clean_up_tokenization_spaces": options.pop("clean_up_tokenization_spaces", True),
             "skip_special_tokens": options.pop("skip_special_tokens", True),
         }
@@ -240,8 +231,12 @@ class TextGenerationPipeline:
         for text, row in zip(texts, rows):
             if not row:
                 raise ValueError(f"the prompt {text!r} has no tokens: GPT has no start token to generate from")
-        if hole is not None:
-            rows = [self._cut_for_hole(row, hole) for row in rows]
+        hole_budgets = None
+        if hole is not None:  # each prompt's new tokens fixed from its length before the cut
+            cut = [self._cut_for_hole(row, hole) for row in rows]
+            rows = [row for row, _ in cut]
+            if hole.get("max_new_tokens") is None:
+                hole_budgets = [new_tokens for _, new_tokens in cut]
         vocab = self.model.config.vocab_size
         for text, row in zip(texts, rows):
             if max(row) >= vocab:
@@ -254,11 +249,12 @@ class TextGenerationPipeline:
         mask = np.zeros((len(rows), width), np.int32)
         for i, row in enumerate(rows):
             ids[i, width - len(row) :], mask[i, width - len(row) :] = row, 1
-        return ids, mask
+        return ids, mask, hole_budgets
 
-    def _cut_for_hole(self, row: list, options: dict) -> list:
-        """transformers' handle_long_generation="hole": the prompt's last tokens, as many as leave room for
-        the new ones within the tokenizer's model_max_length (here also the model's n_positions)."""
+    def _cut_for_hole(self, row: list, options: dict) -> tuple[list, int]:
+        """transformers' handle_long_generation="hole": (the prompt's last tokens, as many as leave room for
+        the new ones within the tokenizer's model_max_length (here also the model's n_positions), the
+        number of new tokens: max_new_tokens, or max_length less the whole prompt)."""
         if options.get("max_new_tokens") is not None:
             new_tokens = options["max_new_tokens"]
         else:
@@ -270,14 +266,14 @@ class TextGenerationPipeline:
                 )
         limit = min(self.tokenizer.model_max_length, self.model.config.n_positions)
         if len(row) + new_tokens <= limit:
-            return row
+            return row, new_tokens
         keep = limit - new_tokens
         if keep <= 0:
             raise ValueError(
                 f"handle_long_generation='hole' cannot make room: {new_tokens} new tokens need more than the "
                 f"model's {limit} positions"
             )
-        return row[-keep:]
+        return row[-keep:], new_tokens
 
     def _text(self, prompt: str, prompt_ids, new_ids, output: dict) -> str:
         """transformers' postprocess: decode prompt + new tokens, cut the decoded prompt's length,
@@ -294,6 +290,20 @@ class TextGenerationPipeline:
         full = decode(np.concatenate([prompt_ids, new_ids]))
         new_text = full[len(decode(prompt_ids)) :]
         return prompt + new_text if output["return_full_text"] else new_text
+
+
+def _return_type(source: dict) -> str | None:
+    """The results one set of keyword arguments asks for: "full_text", "new_text", "tensors" or None."""
+    full, tensors, text = (source.get(k) for k in ("return_full_text", "return_tensors", "return_text"))
+    if full is not None:
+        if text is not None:
+            raise ValueError("`return_text` is mutually exclusive with `return_full_text`")
+        if tensors is not None:
+            raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
+        return "full_text" if full else "new_text"
+    if tensors is not None and text is not None:
+        raise ValueError("`return_text` is mutually exclusive with `return_tensors`")
+    return "tensors" if tensors else None
 
 
 def _check_str(value: Any, name: str) -> str:

@@ -1026,3 +1026,83 @@ def test_pipeline_and_cli_beam_search_match_transformers(model_dir, capsys):
         [PROMPTS[1], "--model", model_dir, "--max-new-tokens", "10", "--greedy", "--num-beams", "3"], capsys
     )
     assert code == 0 and out == ours(PROMPTS[1], num_beams=3, max_new_tokens=10)[0]["generated_text"] + "\n"
+
+
+def test_a_no_repeat_ngram_size_past_the_history_bans_nothing(small):
+    model, ref = small
+    ids = prompts(12, batch=1, length=5)
+    for n in (60, 70, 100):  # the history holds 64 slots: no n-gram fits, as in transformers
+        ours = model.generate(ids, max_new_tokens=20, pad_token_id=0, no_repeat_ngram_size=n)
+        np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=20, no_repeat_ngram_size=n))
+
+
+def test_a_calls_generation_config_keeps_the_models_defaults(model_dir, tmp_path):
+    """transformers (>= 4.50): what a call's generation_config leaves at GenerationConfig's global defaults
+    comes from the model's (its generation_config.json, else config.json's eos); a top_k of None there
+    means no top-k filter."""
+    import json
+
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    with open(directory / "generation_config.json", "w") as f:
+        json.dump({"repetition_penalty": 1.6, "no_repeat_ngram_size": 2, "eos_token_id": [5, 9]}, f)
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    ids = np.asarray([[10, 20, 30]])
+    call = transformers.GenerationConfig(max_new_tokens=16, pad_token_id=0)
+    with torch.no_grad():
+        expected = theirs.generate(torch.tensor(ids), generation_config=call).numpy()
+    np.testing.assert_array_equal(ours.generate(ids, generation_config=call), expected)
+    np.testing.assert_array_equal(
+        ours.generate(ids, generation_config={"max_new_tokens": 16, "pad_token_id": 0}), expected
+    )
+
+    os.remove(directory / "generation_config.json")
+    with open(directory / "config.json") as f:
+        config = json.load(f)
+    eos = int(expected[0, 5])
+    with open(directory / "config.json", "w") as f:
+        json.dump({**config, "eos_token_id": eos}, f)
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(directory)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        expected = theirs.generate(torch.tensor(ids), generation_config=call).numpy()
+    assert expected.shape[1] < 3 + 16  # stopped at config.json's eos
+    np.testing.assert_array_equal(ours.generate(ids, generation_config=call), expected)
+
+    rows = np.zeros((64, 1), np.int32)
+    sample = {"do_sample": True, "temperature": 5.0, "max_new_tokens": 1, "prng_key": 0}
+    no_filter = ours.generate(rows, top_k=0, **sample)
+    np.testing.assert_array_equal(ours.generate(rows, generation_config={"top_k": None}, **sample), no_filter)
+    assert not np.array_equal(ours.generate(rows, **sample), no_filter)  # 50 by default
+
+
+def test_pipeline_output_options_of_the_call_win_and_prefix_counts_only_keywords(model_dir, tmp_path):
+    import json
+
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    generator = pipeline("text-generation", model=str(directory), return_full_text=False, do_sample=False)
+    got = generator(PROMPTS[1], return_tensors=True, max_new_tokens=4)  # transformers: the call's choice wins
+    assert list(got[0]) == ["generated_token_ids"]
+    with pytest.raises(ValueError, match="has no tokens to stop at"):
+        generator(PROMPTS[1], stop_sequence="")
+
+    eos = generator("One", return_tensors=True, max_new_tokens=4)[0]["generated_token_ids"][2]
+    with open(directory / "generation_config.json", "w") as f:
+        json.dump({"min_length": 8, "eos_token_id": eos}, f)
+    ours = pipeline("text-generation", model=str(directory), do_sample=False)
+    theirs = transformers.pipeline(
+        "text-generation",
+        model=transformers.OpenAIGPTLMHeadModel.from_pretrained(directory),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(directory),
+    )
+    options = {"prefix": "once upon a time ,", "max_new_tokens": 10, "return_tensors": True}
+    expected = theirs("One", do_sample=False, pad_token_id=0, **options)
+    assert ours("One", **options) == expected  # the file's min_length is not shifted by the prefix
+
+    # "hole" with a max_length: the new tokens are max_length less the whole prompt, the prompt then cut
+    ours.tokenizer.model_max_length = 64
+    long = "the quick brown fox jumps over the lazy dog " * 6  # 54 tokens
+    out = ours(long, max_length=70, handle_long_generation="hole", return_tensors=True)
+    assert len(out[0]["generated_token_ids"]) == 64  # 48 kept + 16 new
