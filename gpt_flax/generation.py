@@ -829,6 +829,11 @@ def generate(
         pad_token_id = eos[0]
     pad = int(pad_token_id) if pad_token_id is not None else 0
 
+    if beams is not None and max(2, 1 + len(eos)) > config.vocab_size:
+        raise ValueError(
+            f"beam search keeps {max(2, 1 + len(eos))} candidates per beam ({len(eos)} eos ids), more than the "
+            f"vocabulary's {config.vocab_size} tokens"
+        )
     ids, start = left_align(ids, mask)
     if beams is not None:
         traced = {
@@ -881,10 +886,12 @@ def generate(
 
 def _resolve_beams(num_beams, length_penalty, early_stopping, num_return_sequences, streamer):
     """The beam search's static settings, or None for one beam (greedy or sampling)."""
-    if num_beams is None or (num_beams == 1 and not isinstance(num_beams, bool)):
+    if num_beams is None:
         return None
     if not isinstance(num_beams, (int, np.integer)) or isinstance(num_beams, bool) or num_beams < 1:
         raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if num_beams == 1:
+        return None
     if streamer is not None:
         raise ValueError("`streamer` cannot be used with beam search (as in transformers); set num_beams=1")
     if num_return_sequences > num_beams:

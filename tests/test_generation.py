@@ -1000,6 +1000,8 @@ def test_beam_search_options_are_checked(small):
     model, _ = small
     for kwargs, message in (
         ({"num_beams": 0}, "num_beams must be a positive integer"),
+        ({"num_beams": 1.0}, "num_beams must be a positive integer"),
+        ({"num_beams": 2, "eos_token_id": list(range(37))}, "more than the vocabulary's 37 tokens"),
         (
             {"num_beams": 2, "num_return_sequences": 3},
             r"num_return_sequences \(3\) has to be smaller or equal to num_beams",
