@@ -25,6 +25,14 @@ mkdir -p "$OUT"
 timeout 110 python3 benchmarks/attention.py --check --check-only --variants mosaic 2>&1 | tee "$OUT/check.log"
 echo "check exit: $?" | tee -a "$OUT/check.log"
 
+# The kernels with their optional inputs as jit arguments, as the model passes them: on an H100 the Mosaic
+# kernels gave NaN for a traced attention_mask (2026-11-27), so "auto" keeps masked calls on Triton until
+# every line here reads ok. Then the model's "auto" attention against "xla" at small and odd T.
+timeout 90 python3 benchmarks/gpu_kernel_probe.py 2>&1 | tee "$OUT/probe.log"
+echo "probe exit: $?" | tee -a "$OUT/probe.log"
+timeout 150 python3 benchmarks/gpu_attention_shapes.py 2>&1 | tee "$OUT/shapes.log"
+echo "shapes exit: $?" | tee -a "$OUT/shapes.log"
+
 # Baselines: XLA, cuDNN and the Triton kernels (default blocks), bf16, 12 heads of 64.
 timeout 110 python3 benchmarks/attention.py --iters 10 --repeats 5 --variants split 2>&1 | tee "$OUT/bench_base.log"
 echo "bench_base exit: $?" | tee -a "$OUT/bench_base.log"

@@ -27,6 +27,7 @@ from gpt_flax.kernels.flash_mgpu import MosaicBlockSizes
 
 LOW_TOL = 2e-2  # max |error| relative to max |reference|, as tests/test_kernels.py holds bfloat16
 MOSAIC_CALL = "mosaic_gpu_v2"
+TRITON_CHECKS = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
 
 
 def relative_error(actual, expected):
@@ -119,6 +120,18 @@ def test_mosaic_kernels_lower_for_cuda(head_dim):
         assert exported.mlir_module().count("stablehlo.while") == 1
 
 
+def test_auto_lowers_masked_calls_to_triton_on_hopper(monkeypatch):
+    """On a Hopper host "auto" lowers Mosaic GPU for a plain call, Triton once a mask is an argument."""
+    monkeypatch.setattr(flash, "_local_gpus_are_hopper", lambda: True)
+    q = jnp.ones((2, 64, 3, 64), jnp.bfloat16)
+    mask = jnp.ones((2, 64), jnp.int32)
+    plain = jax.export.export(jax.jit(lambda q: flash_attention(q, q, q)), platforms=["cuda"])(q)
+    masked = jax.jit(lambda q, m: flash_attention(q, q, q, attention_mask=m))
+    assert kernel_calls(plain) == [MOSAIC_CALL]
+    calls = kernel_calls(jax.export.export(masked, platforms=["cuda"], disabled_checks=TRITON_CHECKS)(q, mask))
+    assert calls == ["__gpu$xla.gpu.triton"]
+
+
 def test_gpu_kernel_choice(monkeypatch):
     # "auto" picks the Hopper kernels when this process's CUDA devices are all sm_90 and the inputs suit them.
     for hopper in (False, True):
@@ -127,7 +140,10 @@ def test_gpu_kernel_choice(monkeypatch):
         assert _resolve_gpu_kernel("auto", jnp.float32, 64) == "triton"
         assert _resolve_gpu_kernel("auto", jnp.bfloat16, 80) == "triton"
         assert _resolve_gpu_kernel("triton", jnp.bfloat16, 64) == "triton"
+        # a mask, head_mask or dropout: Triton (the Mosaic kernels gave NaN with a traced mask on an H100)
+        assert _resolve_gpu_kernel("auto", jnp.bfloat16, 64, plain=False) == "triton"
     assert _resolve_gpu_kernel("mosaic", jnp.float16, 128) == "mosaic"
+    assert _resolve_gpu_kernel("mosaic", jnp.float16, 128, plain=False) == "mosaic"  # asked for by name
     q = jnp.ones((1, 8, 1, 64), jnp.float32)
     with pytest.raises(ValueError, match="float32 and head_dim=64"):
         flash_attention(q, q, q, gpu_kernel="mosaic")
