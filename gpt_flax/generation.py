@@ -299,6 +299,14 @@ def no_repeat_ngram_filter(logits, history, valid, n: int):
     return jnp.where(banned > 0, -jnp.inf, logits)
 
 
+def row_history(prompt, new_tokens, start, step):
+    """(history [B, T + N], valid [B, T + N]): each row's prompt [B, T] (real from slot start[b]) then its
+    new tokens [B, N], of which the first `step` are out; what the logits processors see of a row."""
+    history = jnp.concatenate([prompt, new_tokens], axis=1)
+    column = jnp.arange(history.shape[1])[None, :]
+    return history, (column >= start[:, None]) & (column < prompt.shape[1] + step)
+
+
 def constrain_logits(logits, history, valid, step, eos_ids, sampler: Sampler, penalty, min_new_tokens):
     """transformers' logits processors that generate supports, in its order (`_get_logits_processor`):
     repetition penalty, no-repeat n-grams, then eos banned while fewer than `min_new_tokens` new
@@ -430,9 +438,7 @@ def _generate_loop(
 
     def pick(logits, step, done, tokens):
         if constrained:  # the row's tokens so far: its prompt from start[b], then tokens[:, :step]
-            history = jnp.concatenate([input_ids, tokens], axis=1)
-            column = jnp.arange(history.shape[1])[None, :]
-            valid = (column >= start[:, None]) & (column < T + step)
+            history, valid = row_history(input_ids, tokens, start, step)
             logits = logits.astype(jnp.float32)
             logits = constrain_logits(logits, history, valid, step, eos_ids, sampler, penalty, min_new_tokens)
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
@@ -604,9 +610,7 @@ def _beam_search_loop(
     def log_probs_of(logits, st: _BeamState):
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         if constrained:  # processors see each beam's tokens, as transformers' `logits_processor(input_ids, ...)`
-            history = jnp.concatenate([ids, st.running.reshape(B * K, N)], axis=1)
-            column = jnp.arange(history.shape[1])[None, :]
-            valid = (column >= start[:, None]) & (column < T + st.step)
+            history, valid = row_history(ids, st.running.reshape(B * K, N), start, st.step)
             log_probs = constrain_logits(log_probs, history, valid, st.step, eos_ids, sampler, penalty, min_new_tokens)
         if sampler.do_sample:  # the warpers come after the processors in transformers' list
             log_probs = process_logits(log_probs, sampler, temperature, top_p)
