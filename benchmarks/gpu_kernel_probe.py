@@ -5,8 +5,9 @@ passes them (a batch's attention_mask, a head_mask, a dropout seed), against XLA
 
 On an H100 (2026-11-27) the Mosaic GPU kernels returned NaN in every row for a traced attention_mask
 (bf16, T 8 and 100, any mask dtype) while a constant mask, as `attention.py --check` passes it, was
-right; Triton was right throughout. `_resolve_gpu_kernel` keeps "auto" off Mosaic for masked, head-masked
-and dropout calls until every "mosaic" line here reads ok.
+right; Triton was right throughout. The cause, found later on the CPU, was XLA folding the padding bias's
+(x * finfo.min) * log2(e) into x * -inf (`flash._mosaic_inputs`, now fixed); every "mosaic" line here
+should now read ok.
 
 `--diagnose` then narrows the traced-mask failure down, Mosaic kernels only, bf16, B=2, T=100, masks
 all ones and right-padded (no query row without a visible key, so no row of the kernels' output is

@@ -102,8 +102,10 @@ def _mosaic_inputs(plan, q, k, v, bias, row_hash, hm):
     tp = _round_up(q.shape[1], blocks.multiple)
     if plan.math.has_head_mask:  # P (hm V) = hm (P V): one scale per head, so the kernels need not know
         v = v * hm[None, None, :, None].astype(v.dtype)
-    # The kernels' softmax runs on exp2: the bias in base-2 units, finfo.min (padding) kept finite.
-    bias2 = jnp.maximum(bias * flash_mgpu.LOG2E, jnp.finfo(jnp.float32).min)
+    # The kernels' softmax runs on exp2: the bias in base-2 units, clamped first so that padding's
+    # finfo.min stays finite. Not scaled then clamped: XLA's simplifier folds (x * finfo.min) * log2(e)
+    # into x * -inf, NaN for every unpadded key (0 * -inf), whenever the mask is traced, not constant.
+    bias2 = jnp.maximum(bias, jnp.finfo(jnp.float32).min / flash_mgpu.LOG2E) * flash_mgpu.LOG2E
     q, k, v = (_pad_axis(x, 1, tp) for x in (q, k, v))
     return blocks, tp, q, k, v, _pad_axis(bias2, 1, tp), _pad_axis(row_hash, 2, tp)
 
@@ -130,14 +132,8 @@ def _mosaic_backward(plan, q, k, v, bias, row_hash, hm, lse, delta, do, *, inter
     return dq, dk, dv, dhm
 
 
-def _resolve_gpu_kernel(choice: str, dtype, head_dim: int, plain: bool = True) -> str:
-    """The CUDA kernels to lower: "mosaic" (Hopper, bfloat16/float16, K 64 or 128) or "triton".
-
-    `plain`: the call has no attention_mask, head_mask or dropout. "auto" takes the Mosaic kernels only
-    then: on an H100 (2026-11-27) they returned NaN for every row when the attention_mask was an argument
-    of the jitted function (a constant one was right, which is what the benchmark's check had used), and
-    a traced head_mask or dropout seed reaches them the same way, untested there. Triton was right in
-    all those cases. `benchmarks/gpu_kernel_probe.py` is the check that clears them again."""
+def _resolve_gpu_kernel(choice: str, dtype, head_dim: int) -> str:
+    """The CUDA kernels to lower: "mosaic" (Hopper, bfloat16/float16, K 64 or 128) or "triton"."""
     if choice == "triton":
         return "triton"
     supported = flash_mgpu.supports(dtype, head_dim)
@@ -148,7 +144,7 @@ def _resolve_gpu_kernel(choice: str, dtype, head_dim: int, plain: bool = True) -
                 f"got {jnp.dtype(dtype).name} and {head_dim=} (use 'triton' or 'auto')"
             )
         return "mosaic"
-    return "mosaic" if supported and plain and _local_gpus_are_hopper() else "triton"
+    return "mosaic" if supported and _local_gpus_are_hopper() else "triton"
 
 
 def _local_gpus_are_hopper() -> bool:
@@ -431,9 +427,7 @@ def flash_attention(
         if gpu_kernel == "triton":
             raise ValueError("cpu='interpret_mosaic' runs the Mosaic GPU kernels; it cannot take gpu_kernel='triton'")
         _resolve_gpu_kernel("mosaic", q.dtype, head_dim)  # the same refusal as on a GPU
-    plain = attention_mask is None and head_mask is None and not has_dropout
-    gpu = _resolve_gpu_kernel(gpu_kernel, q.dtype, head_dim, plain)
-    plan = _Plan(math_, cpu, gpu_blocks, tpu_blocks, gpu, mosaic_blocks)
+    plan = _Plan(math_, cpu, gpu_blocks, tpu_blocks, _resolve_gpu_kernel(gpu_kernel, q.dtype, head_dim), mosaic_blocks)
     out = _flash(plan, q, k, v, bias, row_hash, hm)
     if attention_mask is None:
         return out

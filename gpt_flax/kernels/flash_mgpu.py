@@ -14,7 +14,7 @@ form `wgmma` takes without a transposed register operand).
 Semantics are those of `flash_gpu.py` (the same `TileMath`: causal fill, padding bias, the hash
 dropout of `common.tile_keep`) with two differences the caller (`flash.py`) arranges: head_mask is
 folded into v (out = P (hm V) = hm (P V)), and the padding bias comes in base-2 units
-(`bias * log2(e)`, clamped to float32's range), since the softmax here runs on exp2.
+(`bias * log2(e)`, clamped first to stay in float32's range), since the softmax here runs on exp2.
 
 Layout: q, k, v, out [B, T, H, K] (the model's layout); lse, delta, row hashes [B, H, T]; the bias
 [B, T]. K is 64 or 128 and the dtype bfloat16 or float16 (wgmma's 16-bit forms; TMA's 128-byte
