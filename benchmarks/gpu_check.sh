@@ -30,13 +30,9 @@ echo "check exit: $?" | tee -a "$OUT/check.log"
 # so every line here should read ok. Then the model's "auto" attention against "xla" at small and odd T.
 timeout 90 python3 benchmarks/gpu_kernel_probe.py 2>&1 | tee "$OUT/probe.log"
 echo "probe exit: $?" | tee -a "$OUT/probe.log"
-# Which part of the masked Mosaic call fails (see the probe's docstring), then the same with XLA's command
-# buffers (CUDA graphs) off.
+# The parts of a masked Mosaic call one at a time (see the probe's docstring).
 timeout 100 python3 benchmarks/gpu_kernel_probe.py --diagnose 2>&1 | tee "$OUT/diagnose.log"
 echo "diagnose exit: $?" | tee -a "$OUT/diagnose.log"
-XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_enable_command_buffer=" timeout 100 python3 benchmarks/gpu_kernel_probe.py \
-  --diagnose 2>&1 | tee "$OUT/diagnose_no_graphs.log"
-echo "diagnose (no command buffers) exit: $?" | tee -a "$OUT/diagnose_no_graphs.log"
 timeout 150 python3 benchmarks/gpu_attention_shapes.py 2>&1 | tee "$OUT/shapes.log"
 echo "shapes exit: $?" | tee -a "$OUT/shapes.log"
 

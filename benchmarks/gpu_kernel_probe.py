@@ -9,14 +9,12 @@ right; Triton was right throughout. The cause, found later on the CPU, was XLA f
 (x * finfo.min) * log2(e) into x * -inf (`flash._mosaic_inputs`, now fixed); every "mosaic" line here
 should now read ok.
 
-`--diagnose` then narrows the traced-mask failure down, Mosaic kernels only, bf16, B=2, T=100, masks
-all ones and right-padded (no query row without a visible key, so no row of the kernels' output is
-replaced): the kernels called directly with the padding bias as a jit argument, computed inside the jit
-from a traced mask, or a constant; the custom_vjp wrapper alone; the wrapper followed by a `lax.cond` on
-a traced predicate (what `_unseeing_rows` adds for a traced mask, and what XLA folds away for a constant
-one); the whole `flash_attention`; and dq, dk, dv of the wrapper. gpu_check.sh runs it twice, the second
-time with XLA's command buffers (CUDA graphs) off, since a custom call captured in a graph is one way a
-kernel can see stale inputs.
+`--diagnose` checks the parts of a masked Mosaic call one at a time, Mosaic kernels only, bf16, B=2,
+T=100, masks all ones and right-padded (no query row without a visible key, so no row of the kernels'
+output is replaced): the kernels called directly with the padding bias as a jit argument, computed
+inside the jit from a traced mask, or a constant; the custom_vjp wrapper alone; the wrapper followed by a
+`lax.cond` on a traced predicate (what `_unseeing_rows` adds for a traced mask); the whole
+`flash_attention`; and dq, dk, dv of the wrapper. Should a masked call fail again, this says where.
 """
 
 from __future__ import annotations
