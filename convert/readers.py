@@ -85,6 +85,7 @@ def load_checkpoint(
     config: OpenAIGPTConfig | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    subfolder: str = "",
 ) -> Checkpoint:
     """Find, check and open a checkpoint; tensors are read later, on np.asarray.
 
@@ -93,7 +94,7 @@ def load_checkpoint(
     are huggingface_hub's.
     """
     hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
-    directory = resolve_directory(path_or_hub_id, **hub)
+    directory = resolve_directory(path_or_hub_id, subfolder=subfolder, **hub)
     fmt = find_format(directory)
     config_path = os.path.join(directory, CONFIG_NAME)
     saved = OpenAIGPTConfig.from_json_file(config_path) if os.path.isfile(config_path) else None
@@ -223,35 +224,54 @@ def resolve_directory(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    subfolder: str = "",
 ) -> str:
-    """A local directory as given, or a Hub repo's snapshot in the cache (fetched if need be)."""
+    """A local directory as given, or a Hub repo's snapshot in the cache (fetched if need be); with
+    `subfolder`, that folder of it (transformers' from_pretrained option)."""
     path = os.fspath(path_or_hub_id)
+    subfolder = subfolder.strip("/")
     if os.path.isdir(path):
-        return path
+        inner = os.path.join(path, subfolder) if subfolder else path
+        if not os.path.isdir(inner):
+            raise FileNotFoundError(f"{path} has no subfolder {subfolder!r}")
+        return inner
     if os.path.exists(path):
         raise ValueError(f"{path} is a file; pass the directory that holds the checkpoint")
-    return _hub_snapshot(path, revision, cache_dir, token, local_files_only)
+    return _hub_snapshot(path, revision, cache_dir, token, local_files_only, subfolder)
 
 
-def _hub_snapshot(repo_id: str, revision, cache_dir, token, local_files_only: bool) -> str:
+def _hub_snapshot(repo_id: str, revision, cache_dir, token, local_files_only: bool, subfolder: str = "") -> str:
     import huggingface_hub as hub
     from huggingface_hub import errors
 
-    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    where = (
+        f"{repo_id!r}"
+        + (f" at revision {revision!r}" if revision else "")
+        + (f", subfolder {subfolder!r}" if subfolder else "")
+    )
+    prefix = f"{subfolder}/" if subfolder else ""
+
+    def inside(snapshot: str) -> str:
+        folder = os.path.join(snapshot, subfolder) if subfolder else snapshot
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"Hub repo {where} has no such subfolder")
+        return folder
+
     try:
         files = online_repo_files(repo_id, revision, token, local_files_only)
         options = {"revision": revision, "cache_dir": cache_dir, "token": token}
         if files is None:  # local_files_only, HF_HUB_OFFLINE or no network: the cached snapshot, as transformers
-            return hub.snapshot_download(repo_id, local_files_only=True, **options)
+            return inside(hub.snapshot_download(repo_id, local_files_only=True, **options))
+        files = {f[len(prefix) :] for f in files if f.startswith(prefix)}
         present = [f for f, name in FORMATS.items() if name in files]
         if not present:
             raise FileNotFoundError(f"Hub repo {where} holds no weights (looked for {', '.join(FORMATS.values())})")
         config_path = None
         if len(present) > 1 and present[0] == "flax" and CONFIG_NAME in files:  # which one is current: as locally
-            config_path = hub.hf_hub_download(repo_id, CONFIG_NAME, **options)
+            config_path = hub.hf_hub_download(repo_id, prefix + CONFIG_NAME, **options)
         fmt = choose_format(present, config_path, f"Hub repo {where}")
         patterns = [CONFIG_NAME] + HUB_PATTERNS[fmt] + [f for f in COMPANION_FILES if f in files]
-        return hub.snapshot_download(repo_id, allow_patterns=patterns, **options)
+        return inside(hub.snapshot_download(repo_id, allow_patterns=[prefix + p for p in patterns], **options))
     except errors.HFValidationError:
         raise ValueError(f"{repo_id!r} is neither a local directory nor a valid Hub model id") from None
     except errors.LocalEntryNotFoundError:

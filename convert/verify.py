@@ -44,12 +44,17 @@ def verify(report, *, revision=None, cache_dir=None, config=None) -> tuple[dict,
     """({output name: max |ours - transformers'|}, max |transformers' output|) for a ConvertReport."""
     import transformers
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # its load reports, the caller's setting restored after
+    # Its load reports and progress bars (a sharded checkpoint's) are not ours to show: the caller's
+    # settings are restored after.
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         return _verify(report, revision=revision, cache_dir=cache_dir, config=config)
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def _verify(report, *, revision, cache_dir, config) -> tuple[dict, float]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from convert.mapping import ARCHITECTURES, _get, flax_paths, flax_to_hf
+from convert.mapping import ARCHITECTURES, ShapeMismatchError, _get, flax_paths, flax_to_hf
 from convert.readers import BIN_NAME, FLAX_FORMAT, FLAX_WEIGHTS_NAME, SAFETENSORS_NAME
 from convert.safetensors_io import write_safetensors
 from convert.tensors import FLOAT_DTYPES, is_floating
@@ -170,24 +170,37 @@ def save_params(
     `extra_files` (name -> text) go in beside the weights.
     """
     if format not in ("flax", "hf"):
-        raise ValueError(f"format must be 'flax' or 'hf', got {format!r}")
+        shown = repr(format) if isinstance(format, str) else f"a {type(format).__name__}"
+        raise ValueError(f"format must be 'flax' or 'hf', got {shown}")
     if bin and format != "hf":
         raise ValueError("bin=True writes pytorch_model.bin, which only the hf format has")
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {list(FLOAT_DTYPES)} or None, got {dtype!r}")
     cast = FLOAT_DTYPES.get(dtype)
     host = _map_tree(lambda x: _cast(np.asarray(x), cast), params)
+    state_dict = _checked_state_dict(host, config, head)  # either format: every tensor the config's shape
     with atomic_directory(dst, overwrite) as tmp:
         if format == "flax":
             written = write_flax(tmp, host, config, head, on_write)
         else:
-            written = write_hf(tmp, flax_to_hf(host, config, head), config, head, bin=bin, on_write=on_write)
+            written = write_hf(tmp, state_dict, config, head, bin=bin, on_write=on_write)
         for name, text in (extra_files or {}).items():
             data = text.encode("utf-8")
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(data)
             written[name] = len(data)
         return written
+
+
+def _checked_state_dict(host: dict, config: OpenAIGPTConfig, head: str) -> dict:
+    """transformers' state dict of a param tree, refusing (before anything is written) a tree that lacks
+    a tensor or holds one of another shape than the config's."""
+    try:
+        return flax_to_hf(host, config, head)
+    except KeyError as error:
+        raise KeyError(f"the params to save have no {error.args[0]!r}, which the {head} model has") from None
+    except ShapeMismatchError as error:
+        raise ShapeMismatchError(f"cannot save these params with this config: {error}") from None
 
 
 def _cast(x: np.ndarray, dtype) -> np.ndarray:

@@ -315,13 +315,17 @@ class OpenAIGPTConfig:
         cache_dir: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        subfolder: str = "",
         **overrides,
     ) -> OpenAIGPTConfig:
-        """Read `config.json` from a local directory (or file), or from the Hub by id (huggingface_hub's options)."""
+        """Read `config.json` from a local directory (or file), or from the Hub by id (huggingface_hub's
+        options; `subfolder`: a folder of the directory or repo)."""
         from gpt_flax.hub import resolve_file
 
+        if os.path.isfile(path_or_hub_id) and not subfolder:
+            return cls.from_json_file(path_or_hub_id).replace(**overrides)
         hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
-        config = cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME, **hub))
+        config = cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME, subfolder=subfolder, **hub))
         return config.replace(**overrides) if overrides else config
 
     def to_json_string(self) -> str:

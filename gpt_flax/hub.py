@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 
 
 def is_local(path_or_hub_id: str | os.PathLike) -> bool:
@@ -25,9 +26,12 @@ def resolve_file(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    subfolder: str = "",
 ) -> str | None:
-    """The local path of `filename` in a directory or a Hub repo; None if absent and not `required`.
-    The Hub options are huggingface_hub's (and transformers' from_pretrained's)."""
+    """The local path of `filename` in a directory or a Hub repo (in its `subfolder`, if given); None if
+    absent and not `required`. The Hub options are huggingface_hub's (and transformers' from_pretrained's)."""
+    if subfolder:
+        filename = posixpath.join(subfolder.strip("/"), filename)
     if is_local(path_or_hub_id):
         path = os.path.join(path_or_hub_id, filename)
         if os.path.isfile(path):

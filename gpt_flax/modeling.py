@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from functools import partial
 from typing import Any
 
@@ -254,7 +255,9 @@ class FlaxOpenAIGPTPreTrainedModel:
         ignore_mismatched_sizes: bool = False,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        subfolder: str = "",
         from_pt: bool = False,
+        _do_init: bool = True,
         **config_overrides,
     ):
         """Load a checkpoint (a local directory or a Hub id) into this head.
@@ -266,21 +269,19 @@ class FlaxOpenAIGPTPreTrainedModel:
         whose shape then differs from the checkpoint's is an error, or with `ignore_mismatched_sizes`
         newly initialised and reported (a classifier re-headed for a new number of labels).
         `from_pt` (transformers' Flax models need it to read PyTorch weights) is accepted and changes
-        nothing: the format is found from the files present.
+        nothing: the format is found from the files present. `subfolder`: the checkpoint is in that
+        folder of the directory or Hub repo. `_do_init=False` returns (model, params), as
+        transformers' Flax models do ((model, params, loading_info) with `output_loading_info`).
         """
         del from_pt
         _refuse_torch_options(config_overrides)
+        hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
+        config = _as_config(config, hub)
+        hub["subfolder"] = subfolder
         from convert.mapping import ShapeMismatchError, hf_to_flax
         from convert.readers import load_checkpoint
 
-        checkpoint = load_checkpoint(
-            path_or_hub_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            config=config,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        checkpoint = load_checkpoint(path_or_hub_id, config=config, **hub)
         config = checkpoint.config if config is None else config
         if config_overrides:
             config = config.replace(**config_overrides)
@@ -317,7 +318,10 @@ class FlaxOpenAIGPTPreTrainedModel:
                 ),
             )
         if loaded.unexpected_keys:
-            logger.warning(
+            # transformers warns only when the checkpoint was saved from this class; from another head
+            # (a double-heads checkpoint into the LM model) unused head weights are expected: info.
+            log = logger.warning if checkpoint.head == cls.head else logger.info
+            log(
                 "Some weights of the checkpoint at %s were not used by %s: %s",
                 path_or_hub_id,
                 name,
@@ -335,24 +339,41 @@ class FlaxOpenAIGPTPreTrainedModel:
             "unexpected_keys": loaded.unexpected_keys,
             "mismatched_keys": [key for key, _, _ in loaded.mismatched_keys],  # names, as transformers
         }
+        if not _do_init:
+            return (model, model.params, model.loading_info) if output_loading_info else (model, model.params)
         return (model, model.loading_info) if output_loading_info else model
 
-    def save_pretrained(self, directory, format: str = "flax", *, dtype: str | None = None, bin: bool = False):
+    def save_pretrained(
+        self,
+        directory,
+        params=None,
+        *,
+        format: str = "flax",
+        dtype: str | None = None,
+        bin: bool = False,
+        **transformers_options,
+    ):
         """Write this model to `directory`, atomically; `from_pretrained` loads either format back.
 
-        format "flax": config.json + flax_model.safetensors (the param tree under '/'-joined paths).
-        format "hf": transformers' config.json + model.safetensors (+ pytorch_model.bin if `bin`),
-        which transformers' `from_pretrained` loads into the matching class. Either way a
-        `generation_config` read with the checkpoint goes back as generation_config.json. `dtype` casts floating
-        weights ("float32", "bfloat16", "float16"). Returns {file name: bytes written}.
+        `params`: the tree to write (a training loop's, as transformers' Flax models take it), or
+        None for `self.params`. format "flax": config.json + flax_model.safetensors (the param tree
+        under '/'-joined paths). format "hf": transformers' config.json + model.safetensors (+
+        pytorch_model.bin if `bin`), which transformers' `from_pretrained` loads into the matching
+        class. Either way a `generation_config` read with the checkpoint goes back as
+        generation_config.json. `dtype` casts floating weights ("float32", "bfloat16", "float16").
+        Returns {file name: bytes written}.
         """
         from convert.writers import save_params
 
+        _refuse_save_options(transformers_options)
+        if isinstance(params, (str, os.PathLike)):
+            raise TypeError(f"save_pretrained's second argument is params; pass the format by name: format={params!r}")
         files = {}
         if self.generation_config:  # written back as read, as transformers' save_pretrained does
             files[GENERATION_CONFIG_NAME] = json.dumps(self.generation_config, indent=2, sort_keys=True) + "\n"
+        params = self.params if params is None else params
         return save_params(
-            directory, self.params, self.config, self.head, format=format, dtype=dtype, bin=bin, extra_files=files
+            directory, params, self.config, self.head, format=format, dtype=dtype, bin=bin, extra_files=files
         )
 
 
@@ -392,13 +413,52 @@ TORCH_OPTIONS = {
     "attn_implementation": "set attention_impl ('auto', 'pallas', 'cudnn', 'xla')",
     "trust_remote_code": "there is no remote code to run",
     "use_safetensors": "the format is found from the files present",
+    "variant": "only the files without a variant (model.safetensors, ...) are read; rename the variant's files",
+    "force_download": "fetch anew with huggingface_hub.snapshot_download(force_download=True) and pass the directory",
+    "proxies": "set HTTPS_PROXY for huggingface_hub",
+    "resume_download": "downloads resume by themselves in huggingface_hub",
 }
+
+
+def _as_config(config, hub: dict) -> OpenAIGPTConfig | None:
+    """from_pretrained's `config=`, as transformers takes it: a config, transformers' own config of this
+    model, or a directory / Hub id / config.json to read one from."""
+    if config is None or isinstance(config, OpenAIGPTConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return OpenAIGPTConfig.from_pretrained(config, **hub)
+    if getattr(config, "model_type", None) == "openai-gpt" and callable(getattr(config, "to_dict", None)):
+        return OpenAIGPTConfig.from_dict(config.to_dict())
+    raise TypeError(
+        "config must be an OpenAIGPTConfig, transformers' OpenAIGPTConfig or the path of a config.json; "
+        f"got {type(config).__name__}"
+    )
+
+
+SAVE_OPTIONS = {
+    "push_to_hub": "upload the written directory with huggingface_hub.upload_folder",
+    "max_shard_size": "the weights are written whole, one file per format (GPT-1 is 0.5 GB in float32)",
+    "safe_serialization": "weights are always written as safetensors; format='hf', bin=True adds pytorch_model.bin",
+    "token": "it is for push_to_hub, which is not supported",
+}
+
+
+def _refuse_save_options(kwargs: dict) -> None:
+    """transformers' save_pretrained options we do not take, each named with what to do instead."""
+    for name, value in kwargs.items():
+        if name == "safe_serialization" and value is True:  # what is written anyway
+            continue
+        if name in SAVE_OPTIONS:
+            raise TypeError(f"save_pretrained does not take {name}={value!r}: {SAVE_OPTIONS[name]}")
+        raise TypeError(
+            f"save_pretrained got an unexpected keyword argument {name!r}; it takes params, format, dtype and bin"
+        )
 
 
 def _refuse_torch_options(kwargs: dict) -> None:
     for name, hint in TORCH_OPTIONS.items():
         if name in kwargs:
-            raise TypeError(f"from_pretrained does not take {name}= (a PyTorch option of transformers'): {hint}")
+            raise TypeError(f"from_pretrained does not take {name}= (an option of transformers'): {hint}")
 
 
 def _fill_missing(partial: dict, model, seed: int, partial_layers: dict | None = None) -> dict:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -25,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors.numpy import load_file
 
 from convert import original, writers
-from convert.mapping import ARCHITECTURES, HEADS
+from convert.mapping import ARCHITECTURES, HEADS, ShapeMismatchError
 from convert.pipeline import convert
 from convert.readers import read_state_dict
 from convert.torch_zip import read_torch_bin, read_torch_zip
@@ -766,6 +767,9 @@ def test_cli_summary_and_verify(tmp_path, capsys, torch_models):
         json.dump({**config, "return_dict": False}, f)
     rc, out, _ = run_cli(capsys, src, tmp_path / "dst2", "--verify", "--quiet")
     assert rc == 0 and "verify: max abs difference logits" in out, out
+    sharded = save_hf(torch_models["lm"], tmp_path / "sharded", "safetensors-sharded")
+    rc, out, err = run_cli(capsys, sharded, tmp_path / "dst3", "--verify", "--quiet")
+    assert rc == 0 and "verify: max abs difference" in out and "Loading checkpoint shards" not in err, err
     help_text = subprocess.run(
         [sys.executable, "-m", "gpt_flax", "convert", "--help"], capture_output=True, text=True, check=True
     ).stdout
@@ -878,3 +882,80 @@ def test_a_corrupt_pytorch_model_bin_is_an_error_naming_the_file(tmp_path, capsy
     rc, _, err = run_cli(capsys, directory, tmp_path / "out", "--quiet")
     assert rc == 1 and len(err.strip().splitlines()) == 1, err
     assert "pytorch_model.bin" in err and not (tmp_path / "out").exists()
+
+
+def test_subfolder_config_and_do_init_as_transformers(tmp_path, torch_models, monkeypatch, caplog):
+    """from_pretrained's transformers options: `subfolder` (local and a cached Hub repo), `config=` as a
+    directory, a config.json or transformers' config, `_do_init=False`; loading-only options are named."""
+    torch_lm = torch_models["lm"]
+    save_hf(torch_lm, tmp_path / "root" / "model", "safetensors")
+    ours = flax_class("lm").from_pretrained(tmp_path / "root", subfolder="model")
+    theirs = hf_class("lm").from_pretrained(tmp_path / "root", subfolder="model").eval()
+    for name, value in torch_outputs(theirs, "lm", ours.config).items():
+        np.testing.assert_allclose(flax_outputs(ours, "lm")[name], value, rtol=1e-5, atol=1e-5)
+    assert OpenAIGPTConfig.from_pretrained(tmp_path / "root", subfolder="model").n_embd == 24
+    with pytest.raises(FileNotFoundError, match="no subfolder 'other'"):
+        flax_class("lm").from_pretrained(tmp_path / "root", subfolder="other")
+
+    model, params = flax_class("lm").from_pretrained(tmp_path / "root" / "model", _do_init=False)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, ours.params)) and model.config == ours.config
+
+    # A directory without config.json: the config from a directory, a file or transformers' config object.
+    bare = tmp_path / "bare"
+    save_hf(torch_lm, bare, "safetensors")
+    os.remove(bare / "config.json")
+    config_dir = tmp_path / "root" / "model"
+    for config in (config_dir, config_dir / "config.json", str(config_dir), torch_lm.config):
+        assert flax_class("lm").from_pretrained(bare, config=config).config.n_layer == 2
+    with pytest.raises(TypeError, match="config must be .* got int"):
+        flax_class("lm").from_pretrained(bare, config=3)
+    for option, hint in (("force_download", "snapshot_download"), ("variant", "variant")):
+        with pytest.raises(TypeError, match=f"{option}=.*{hint}"):
+            flax_class("lm").from_pretrained(tmp_path / "root", subfolder="model", **{option: True})
+
+    # A Hub repo's subfolder, read from the cache (offline).
+    snapshot = tmp_path / "cache" / "models--someone--tiny-gpt" / "snapshots" / "0123abcd"
+    save_hf(torch_lm, snapshot / "model", "safetensors")
+    os.makedirs(snapshot.parent.parent / "refs")
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = {"cache_dir": str(tmp_path / "cache"), "subfolder": "model"}
+    from_hub = flax_class("lm").from_pretrained("someone/tiny-gpt", **hub)
+    assert jax.tree.all(jax.tree.map(np.array_equal, from_hub.params, ours.params))
+
+    # Unused head weights of another head's checkpoint: transformers logs them at INFO, not WARNING.
+    save_hf(torch_models["double"], tmp_path / "double", "safetensors")
+    with caplog.at_level("INFO", logger="gpt_flax"):
+        flax_class("lm").from_pretrained(tmp_path / "double")
+    unused = [r for r in caplog.records if "were not used" in r.getMessage()]
+    assert unused and all(r.levelname == "INFO" for r in unused)
+
+
+def test_save_pretrained_takes_params_as_transformers_flax_models(tmp_path):
+    """`save_pretrained(directory, params)`, a training loop's params; what it does not take is named,
+    and params that do not fit the config are refused with nothing written, in either format."""
+    model = flax_class("lm")(OpenAIGPTConfig(**TINY), seed=3)
+    doubled = jax.tree.map(lambda x: x * 2, model.params)
+    model.save_pretrained(tmp_path / "a", doubled)
+    model.save_pretrained(tmp_path / "b", params=doubled, format="hf", safe_serialization=True)
+    for saved in ("a", "b"):
+        again = flax_class("lm").from_pretrained(tmp_path / saved)
+        assert jax.tree.all(jax.tree.map(np.array_equal, again.params, doubled))
+    for kwargs, message in (
+        ({"params": "hf"}, "format='hf'"),
+        ({"push_to_hub": True}, "push_to_hub=True: upload"),
+        ({"max_shard_size": "1GB"}, "max_shard_size='1GB'"),
+        ({"safe_serialization": False}, "safe_serialization=False"),
+        ({"format": model.params}, "got a dict"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=message):
+            model.save_pretrained(tmp_path / "c", **kwargs)
+    wide = jax.tree.map(lambda x: x, model.params)
+    wide["transformer"]["tokens_embed"]["embedding"] = np.zeros((38, 24), np.float32)
+    for fmt in ("flax", "hf"):
+        with pytest.raises(ShapeMismatchError, match=r"tokens_embed.weight.*\(38, 24\).*\(37, 24\)"):
+            model.save_pretrained(tmp_path / "c", wide, format=fmt)
+    del wide["transformer"]["tokens_embed"]
+    with pytest.raises(KeyError, match="no 'tokens_embed'"):
+        model.save_pretrained(tmp_path / "c", wide)
+    assert not os.path.exists(tmp_path / "c")
