@@ -22,9 +22,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
@@ -62,32 +63,150 @@ PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1
 PADDED_BY_PAD = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask")
 # The keys of `tok(...)`, in the order transformers' fast tokenizer gives them.
 OUTPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "offset_mapping", "length")
+# (and, last, overflow_to_sample_mapping)
 SIDES = ("right", "left")
 # spaCy makes the whitespace run " \n " that text_standardize leaves into the word "\n ", whose slow BPE string
 # "\n  </w>" transformers rewrites to "\n</w>" (tokenization_openai.py, OpenAIGPTTokenizer.bpe).
 _SPACY_NEWLINE_WORD, _NEWLINE_WORD = "\n ", "\n"
 
 
-# transformers' BatchEncoding methods backed by the Rust encodings, which this one does not keep.
-_FAST_ENCODING_METHODS = frozenset((
-    "word_ids", "words", "tokens", "sequence_ids", "token_to_word", "token_to_chars", "char_to_token", "char_to_word",
-    "word_to_tokens", "word_to_chars", "token_to_sequence", "encodings",
-))  # fmt: skip
+class CharSpan(NamedTuple):
+    """Characters [start, end) of a token or word in its text, as transformers' CharSpan."""
+
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens [start, end) of a word, as transformers' TokenSpan."""
+
+    start: int
+    end: int
 
 
 class BatchEncoding(dict):
-    """The dict `tok(...)` returns (`input_ids`, `attention_mask`, ...), its keys also readable as attributes."""
+    """The dict `tok(...)` returns (`input_ids`, `attention_mask`, ...), its keys also readable as attributes.
+
+    From the default pipeline it also holds each row's `tokenizers.Encoding` (made on first use), and with them
+    transformers' fast-tokenizer alignment methods: `tokens(i)`, `word_ids(i)`, `sequence_ids(i)`,
+    `token_to_word`, `token_to_chars`, `char_to_token`, `word_to_tokens`, ... With `original=True` (like
+    transformers' slow tokenizer) and from `pad`, these raise ValueError.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None, encodings: list | Callable[[], list] | None = None):
+        super().__init__(data or {})
+        self._encodings = encodings  # a list of tokenizers.Encoding, a function making it, or None
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
-            if name in _FAST_ENCODING_METHODS:
-                raise AttributeError(
-                    f"BatchEncoding.{name} is not implemented by gpt-flax (transformers' fast-tokenizer alignment "
-                    "methods); return_offsets_mapping=True gives each token's character span"
-                ) from None
             raise AttributeError(name) from None
+
+    def __getitem__(self, key: str | int) -> Any:
+        """`batch["input_ids"]`, or `batch[i]`: row i's tokenizers.Encoding, as in transformers."""
+        if isinstance(key, int):
+            return self._encoding("__getitem__", key)
+        return super().__getitem__(key)
+
+    def __getstate__(self) -> dict:
+        return {"_encodings": self.encodings}
+
+    def __setstate__(self, state: dict) -> None:
+        self._encodings = state["_encodings"]
+
+    @property
+    def encodings(self) -> list | None:
+        """Each row's `tokenizers.Encoding` (overflow rows included), or None where there are none."""
+        if callable(self._encodings):
+            self._encodings = self._encodings()
+        return self._encodings
+
+    @property
+    def is_fast(self) -> bool:
+        return self._encodings is not None
+
+    @property
+    def n_sequences(self) -> int | None:
+        """1 for single texts, 2 for pairs (None without encodings)."""
+        encodings = self.encodings
+        return encodings[0].n_sequences if encodings else None
+
+    def _encoding(self, method: str, batch_index: int):
+        encodings = self.encodings
+        if encodings is None:
+            raise ValueError(
+                f"{method}() needs the fast pipeline's encodings, which this BatchEncoding does not have: it came "
+                "from a tokenizer with original=True (like transformers' slow tokenizer) or from pad()"
+            )
+        if not -len(encodings) <= batch_index < len(encodings):
+            raise IndexError(f"batch index {batch_index} is out of range for {len(encodings)} encoded rows")
+        return encodings[batch_index]
+
+    def _indexed(self, method: str, batch_or_index: int, index: int | None, count=None):
+        """(row's Encoding, index) from transformers' (batch_or_index, index=None) convention; `count` makes a
+        negative token index count from the row's end."""
+        batch_index, index = (0, batch_or_index) if index is None else (batch_or_index, index)
+        encoding = self._encoding(method, batch_index)
+        if count is not None and index < 0:
+            index += count(encoding)
+        return encoding, index
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """Row `batch_index`'s token strings (padding as the pad token)."""
+        return self._encoding("tokens", batch_index).tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Each token's word index in its text (None for padding); with is_split_into_words, the input word's."""
+        return self._encoding("word_ids", batch_index).word_ids
+
+    def words(self, batch_index: int = 0) -> list[int | None]:
+        """transformers' older name for `word_ids` (deprecated there, with this warning)."""
+        warnings.warn("BatchEncoding.words() is deprecated: use the same word_ids()", FutureWarning, stacklevel=2)
+        return self.word_ids(batch_index)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Each token's text: 0 (the first), 1 (text_pair) or None (padding)."""
+        return self._encoding("sequence_ids", batch_index).sequence_ids
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        encoding, token_index = self._indexed("token_to_sequence", batch_or_token_index, token_index, len)
+        return encoding.token_to_sequence(token_index)
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        encoding, token_index = self._indexed("token_to_word", batch_or_token_index, token_index, len)
+        return encoding.token_to_word(token_index)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        encoding, token_index = self._indexed("token_to_chars", batch_or_token_index, token_index, len)
+        span = encoding.token_to_chars(token_index)
+        return None if span is None else CharSpan(*span)
+
+    def word_to_tokens(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> TokenSpan | None:
+        encoding, word_index = self._indexed("word_to_tokens", batch_or_word_index, word_index)
+        span = encoding.word_to_tokens(word_index, sequence_index)
+        return None if span is None else TokenSpan(*span)
+
+    def word_to_chars(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> CharSpan | None:
+        encoding, word_index = self._indexed("word_to_chars", batch_or_word_index, word_index)
+        span = encoding.word_to_chars(word_index, sequence_index)
+        return None if span is None else CharSpan(*span)
+
+    def char_to_token(
+        self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0
+    ) -> int | None:
+        encoding, char_index = self._indexed("char_to_token", batch_or_char_index, char_index)
+        return encoding.char_to_token(char_index, sequence_index)
+
+    def char_to_word(
+        self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0
+    ) -> int | None:
+        encoding, char_index = self._indexed("char_to_word", batch_or_char_index, char_index)
+        return encoding.char_to_word(char_index, sequence_index)
 
 
 def clean_up_tokenization(text: str) -> str:
@@ -117,8 +236,8 @@ class OpenAIGPTTokenizer:
         unk_token: str = UNK_TOKEN,
         model_max_length: int | None = None,
         name_or_path: str = "",
-        padding_side: str = "right",
-        truncation_side: str = "right",
+        padding_side: str | None = None,
+        truncation_side: str | None = None,
         clean_up_tokenization_spaces: bool = False,
         additional_special_tokens: Sequence[str | AddedToken] = (),
         added_tokens_decoder: dict[int, AddedToken] | None = None,
@@ -133,6 +252,15 @@ class OpenAIGPTTokenizer:
         if tokenizer_file is not None:
             require_file(tokenizer_file, "tokenizer file")
             self._backend = load_backend(tokenizer_file)
+            # A tokenizer.json may carry truncation and padding for every call; transformers takes from them only
+            # the defaults below, and sets both per call. So do we: the backend itself neither cuts nor pads.
+            cut, pad = self._backend.truncation or {}, self._backend.padding or {}
+            truncation_side = truncation_side or cut.get("direction")
+            padding_side = padding_side or pad.get("direction")
+            if "pad_token" not in special_tokens and pad.get("pad_token") is not None:
+                special_tokens["pad_token"] = pad["pad_token"]
+            self._backend.no_truncation()
+            self._backend.no_padding()
         elif vocab_file is not None and merges_file is not None:
             require_file(vocab_file, "vocabulary file")
             require_file(merges_file, "merges file")
@@ -145,12 +273,13 @@ class OpenAIGPTTokenizer:
         self._original = bool(original)
         self.model_max_length = model_max_length
         self.name_or_path = str(name_or_path)
-        self.padding_side = _check_choice("padding_side", padding_side, SIDES)
-        self.truncation_side = _check_choice("truncation_side", truncation_side, SIDES)
+        self.padding_side = _check_choice("padding_side", padding_side or "right", SIDES)
+        self.truncation_side = _check_choice("truncation_side", truncation_side or "right", SIDES)
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self._special_tokens: dict[str, str | None] = dict.fromkeys(SPECIAL_TOKEN_NAMES)
         self._additional_special_tokens: list[str] = []
         self._added_token_splitter = None
+        self._truncating_backend, self._truncating_lock = None, threading.Lock()  # see _encode_aligned
         for token_id, token in sorted((added_tokens_decoder or {}).items()):
             self._restore_added_token(token, token_id)
         special_tokens["unk_token"] = unk_token
@@ -245,6 +374,10 @@ class OpenAIGPTTokenizer:
             added.setdefault(int(token_id), AddedToken(content, special=is_special, normalized=not is_special))
         options["name_or_path"] = str(path_or_hub_id)  # as transformers, the name as given
         return cls(**files, original=original, added_tokens_decoder=added, **{**options, **kwargs})
+
+    def _vocab_changed(self) -> None:
+        """Drop what was built from the added tokens and special-token roles."""
+        self._added_token_splitter = self._truncating_backend = None
 
     def _restore_added_token(self, token: AddedToken, token_id: int) -> None:
         """Add (or register, if in the base vocabulary) `token`, checking it gets `token_id`."""
@@ -408,7 +541,7 @@ class OpenAIGPTTokenizer:
                     f"{key!r} is not a special token role; use one of {SPECIAL_TOKEN_NAMES} "
                     "or 'additional_special_tokens' (or add_tokens for plain new words)"
                 )
-        self._added_token_splitter = None
+        self._vocab_changed()
         return self._backend.add_special_tokens(to_add)
 
     def add_tokens(
@@ -421,7 +554,7 @@ class OpenAIGPTTokenizer:
             if not isinstance(token, (str, AddedToken)):
                 raise TypeError(f"new_tokens[{i}] must be a str or tokenizers.AddedToken, got {type(token).__name__}")
         tokens = [t for t in tokens if _content(t)]  # transformers skips empty tokens (and counts them as not new)
-        self._added_token_splitter = None
+        self._vocab_changed()
         if special_tokens:
             tokens = [_as_special_token(t, "new_tokens") for t in tokens]
             if self.original:  # the slow tokenizer also lists them as additional special tokens; the fast one does not
@@ -477,6 +610,9 @@ class OpenAIGPTTokenizer:
         return_offsets_mapping: bool = False,
         return_length: bool = False,
         verbose: bool = True,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        return_overflowing_tokens: bool = False,
         **unsupported: Any,
     ) -> BatchEncoding:
         """Encode one text or a batch, each optionally with a second text (`tok(a, b)`, `tok(list_a, list_b)` or
@@ -493,39 +629,57 @@ class OpenAIGPTTokenizer:
         "longest_first" (True), which splits max_length as the `tokenizers` Rust truncation does (the fast
         tokenizer's) by default and as the slow tokenizer does with `original=True`; a text too short to cut is a
         ValueError (the slow tokenizer logs an error and leaves the pair uncut).
+
+        Default pipeline, as transformers' fast tokenizer: `is_split_into_words=True` takes each text as a list of
+        words (a batch as a list of those); `return_overflowing_tokens=True` with truncation gives every window of
+        max_length tokens, each after the first repeating `stride` tokens of the one before, as rows of their own,
+        and `overflow_to_sample_mapping` (each row's example). The result's alignment methods (`word_ids(i)`,
+        `char_to_token`, ...) come from each row's `tokenizers.Encoding`, made on first use.
         """
         if unsupported:
             raise TypeError(
-                f"OpenAIGPTTokenizer does not implement {', '.join(sorted(unsupported))} (transformers' word-level "
-                "and overflowing-window options); pass texts, and cut long ones with truncation=True and max_length"
+                f"OpenAIGPTTokenizer got unexpected arguments {sorted(unsupported)}; the options of transformers' "
+                "tokenizer call it takes are in its signature"
             )
-        firsts, seconds, batched = _as_inputs(text, text_pair)
+        if type(stride) is not int or stride < 0:
+            raise ValueError(f"stride must be a non-negative int, got {stride!r}")
+        firsts, seconds, batched = (_as_word_inputs if is_split_into_words else _as_inputs)(text, text_pair)
         if self.original and return_token_type_ids and not add_special_tokens:
             raise ValueError(  # as the slow tokenizer's prepare_for_model
                 "return_token_type_ids=True with add_special_tokens=False is refused with original=True, as by "
                 "transformers' slow tokenizer; leave add_special_tokens=True (GPT adds none anyway)"
+            )
+        if self.original and return_overflowing_tokens:
+            raise ValueError(
+                "return_overflowing_tokens is not available with original=True (transformers' slow tokenizer returns "
+                "its overflow in another form); use the default pipeline for overflowing windows"
             )
         pad_to, max_length, strategy = self._padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of)
         side = _check_choice("padding_side", self.padding_side if padding_side is None else padding_side, SIDES)
         cut_side = _check_choice("truncation_side", self.truncation_side, SIDES)
         if return_tensors not in (None, "np", "jax"):
             raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'jax'")
-        texts = firsts + [s for s in seconds if s is not None]
-        ids, offsets = self._encode_many(texts, with_offsets=return_offsets_mapping)
-        encoded = list(zip(ids, offsets or [None] * len(ids)))  # per text: (ids, offsets or None)
-        rest = iter(encoded[len(firsts) :])
-        examples = [[first] if second is None else [first, next(rest)] for first, second in zip(encoded, seconds)]
-        if max_length is not None:
-            examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original) for e in examples]
-        columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
+        inputs = [f if s is None else (f, s) for f, s in zip(firsts, seconds)]
+        truncating = (max_length, strategy, stride, cut_side)
+        asked = {
+            "token_type_ids": return_token_type_ids,
+            "special_tokens_mask": return_special_tokens_mask,
+            "offset_mapping": return_offsets_mapping,
+        }
+        if self.original or not (is_split_into_words or return_overflowing_tokens):
+            columns = self._columns(firsts, seconds, is_split_into_words, truncating, asked)
+            rows = None
+        else:  # overflow and pre-split words: the encodings' own columns
+            rows = self._encode_aligned(inputs, is_split_into_words, truncating)
+            if return_overflowing_tokens:
+                mapping = [i for i, row in enumerate(rows) for _ in range(1 + len(row.overflowing))]
+                rows = [r for row in rows for r in (row, *row.overflowing)]
+            columns = {"input_ids": [r.ids for r in rows], "token_type_ids": [r.type_ids for r in rows]}
+            columns["special_tokens_mask"] = [r.special_tokens_mask for r in rows]
+            columns["offset_mapping"] = [r.offsets for r in rows]
+            columns = {key: rows for key, rows in columns.items() if asked.get(key, True)}
         if verbose and max_length is None and not isinstance(pad_to, int):  # transformers: when no max_length resolved
             self._warn_if_too_long(columns["input_ids"])
-        if return_token_type_ids:
-            columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]
-        if return_special_tokens_mask:
-            columns["special_tokens_mask"] = [[0] * len(row) for row in columns["input_ids"]]
-        if return_offsets_mapping:
-            columns["offset_mapping"] = [e[0][1] if len(e) == 1 else e[0][1] + e[1][1] for e in examples]
         if pad_to is not None:
             length = max(map(len, columns["input_ids"]), default=0) if pad_to == "longest" else pad_to
             if pad_to_multiple_of and length % pad_to_multiple_of:
@@ -533,7 +687,73 @@ class OpenAIGPTTokenizer:
         else:
             length = None
         with_mask = return_attention_mask is None or return_attention_mask
-        return self._assemble(columns, length, side, batched, return_tensors, with_mask, return_length)
+        pad = (length, side, self.pad_token_id, self.pad_token)
+        if self.original:
+            encodings = None
+        elif rows is not None:
+            encodings = _padded(rows, *pad)
+        else:  # made when first asked for: the fast path has no alignment bookkeeping
+            encodings = self._lazy_encodings(inputs, is_split_into_words, truncating, pad)
+        out = self._assemble(columns, length, side, batched or return_overflowing_tokens, return_tensors, with_mask,
+                             return_length)  # fmt: skip
+        if return_overflowing_tokens:
+            out["overflow_to_sample_mapping"] = _to_tensor(mapping, "", return_tensors) if return_tensors else mapping
+        return BatchEncoding(out, encodings)
+
+    def _columns(self, firsts, seconds, words: bool, truncating: tuple, asked: dict) -> dict[str, list]:
+        """input_ids per example, and the `asked` of token_type_ids, special_tokens_mask and offset_mapping,
+        truncated in Python as `tokenizers` (or, with original=True, the slow tokenizer) truncates."""
+        max_length, strategy, stride, cut_side = truncating
+        texts = firsts + [s for s in seconds if s is not None]
+        ids, offsets = self._encode_many(texts, with_offsets=asked["offset_mapping"], words=words)
+        encoded = list(zip(ids, offsets or [None] * len(ids)))  # per text: (ids, offsets or None)
+        rest = iter(encoded[len(firsts) :])
+        examples = [[first] if second is None else [first, next(rest)] for first, second in zip(encoded, seconds)]
+        if max_length is not None:
+            examples = [_truncate_sequences(e, max_length, strategy, cut_side, self.original, stride) for e in examples]
+        columns = {"input_ids": [e[0][0] if len(e) == 1 else e[0][0] + e[1][0] for e in examples]}
+        if asked["token_type_ids"]:
+            columns["token_type_ids"] = [[0] * len(e[0][0]) + [1] * len(e[1][0] if e[1:] else []) for e in examples]
+        if asked["special_tokens_mask"]:
+            columns["special_tokens_mask"] = [[0] * len(row) for row in columns["input_ids"]]
+        if asked["offset_mapping"]:
+            columns["offset_mapping"] = [e[0][1] if len(e) == 1 else e[0][1] + e[1][1] for e in examples]
+        return columns
+
+    def _encode_aligned(self, inputs: list, words: bool, truncating: tuple) -> list:
+        """tokenizers.Encoding per example (text, pair, or their word lists), truncated by the `tokenizers`
+        library itself (overflowing windows of `stride` tokens in `.overflowing`), as transformers' fast
+        tokenizer encodes; bad truncations are refused first, with our errors."""
+        max_length, strategy, stride, cut_side = truncating
+        encodings = self._backend.encode_batch(inputs, is_pretokenized=words)
+        if max_length is None:
+            return encodings
+        lengths = [  # each text's, before the cut
+            [e.sequence_ids.count(0), e.sequence_ids.count(1)] if isinstance(x, tuple) else [len(e.ids)]
+            for e, x in zip(encodings, inputs)
+        ]
+        for n in lengths:
+            _truncate_sequences([([0] * k, None) for k in n], max_length, strategy, cut_side, False, stride)
+        with self._truncating_lock:
+            backend = self._truncating_backend
+            if backend is None:
+                backend = self._truncating_backend = Tokenizer.from_str(self._backend.to_str())
+            backend.enable_truncation(max_length, stride=stride, strategy=strategy, direction=cut_side)
+            return backend.encode_batch(inputs, is_pretokenized=words)
+
+    def _lazy_encodings(self, inputs: list, words: bool, truncating: tuple, pad: tuple) -> Callable[[], list]:
+        """A function making this call's encodings later (or refusing, if tokens were added since)."""
+        size = len(self)
+
+        def encodings() -> list:
+            if len(self) != size:
+                raise ValueError(
+                    f"the tokenizer's vocabulary changed since these ids were made ({size} tokens, now {len(self)}): "
+                    "encode the texts again for their alignment"
+                )
+            return _padded(self._encode_aligned(inputs, words, truncating), *pad)
+
+        return encodings
 
     def encode(self, text: str, text_pair: str | None = None, **kwargs: Any) -> list[int] | Any:
         """The ids of one text, or of a pair (the first text's ids then the second's); `**kwargs` as in `__call__`."""
@@ -687,15 +907,19 @@ class OpenAIGPTTokenizer:
             stacklevel=3,
         )
 
-    def _encode_many(self, texts: list[str], with_offsets: bool):
-        """(ids per text, offsets per text or None), before truncation and padding."""
+    def _encode_many(self, texts: list, with_offsets: bool, words: bool = False):
+        """(ids per text, offsets per text or None), before truncation and padding. With `words` (original=True
+        only), each text is a list of words, encoded one by one as the slow tokenizer does."""
         if self.original:
             if with_offsets:
                 raise ValueError(
                     "return_offsets_mapping is not available with original=True: ftfy and "
                     "text_standardize rewrite the text, so tokens have no offsets into it"
                 )
-            return self._encode_original(texts), None
+            if not words:
+                return self._encode_original(texts), None
+            encoded = iter(self._encode_original([w for ws in texts for w in ws]))
+            return [[i for _ in ws for i in next(encoded)] for ws in texts], None
         if len(texts) == 1:
             encodings = [self._backend.encode(texts[0])]
         elif with_offsets:
@@ -866,7 +1090,7 @@ def _special_token_properties(name: str):
         """Name a token for the role without adding it to the vocabulary (as transformers does): an absent one
         maps to unk_token_id. Use add_special_tokens to add it."""
         self._special_tokens[name] = None if value is None else _as_special_token(value, name).content
-        self._added_token_splitter = None
+        self._vocab_changed()
 
     def get_id(self) -> int | None:
         token = self._special_tokens[name]
@@ -906,7 +1130,19 @@ def _alternation(strings: Iterable[str]) -> re.Pattern | None:
     return re.compile("(" + "|".join(map(re.escape, strings)) + ")") if strings else None
 
 
-def _truncate_sequences(seqs: list, max_length: int, strategy: str, side: str, original: bool) -> list:
+def _truncate_sequences(seqs: list, max_length: int, strategy: str, side: str, original: bool, stride: int = 0) -> list:
+    cut = _cut_sequences(seqs, max_length, strategy, side, original)
+    for (ids, _), (kept, _) in zip(seqs, cut):
+        if not original and 0 < len(kept) < len(ids) and stride >= len(kept):  # tokenizers would panic
+            raise ValueError(
+                f"stride={stride} must be less than the {len(kept)} tokens a text is cut to (max_length={max_length}"
+                + (", shared by a pair" if len(seqs) == 2 else "")
+                + "): take a smaller stride or a larger max_length"
+            )
+    return cut
+
+
+def _cut_sequences(seqs: list, max_length: int, strategy: str, side: str, original: bool) -> list:
     """Cut one text or a pair, `seqs` = [(ids, offsets or None), ...], to `max_length` tokens together.
 
     Default: the fast tokenizer's, i.e. `tokenizers`' Rust `truncate_encodings` (utils/truncation.rs): max_length 0
@@ -988,6 +1224,37 @@ def _as_inputs(text: Any, text_pair: Any) -> tuple[list[str], list[str | None], 
             firsts.append(_check_str(item, f"text[{i}]"))
             seconds.append(None)
     return firsts, seconds, True
+
+
+def _as_word_inputs(text: Any, text_pair: Any) -> tuple[list[list[str]], list[list[str] | None], bool]:
+    """As `_as_inputs`, for is_split_into_words=True: an example is a list of words, a batch a list of those (and
+    text_pair the same shape), as transformers tells them apart."""
+
+    def words(value: Any, what: str) -> list[str]:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{what} must be a list of words (str) with is_split_into_words=True, got "
+                            f"{type(value).__name__}")  # fmt: skip
+        return [_check_str(word, f"{what}[{i}]") for i, word in enumerate(value)]
+
+    if not (isinstance(text, (list, tuple)) and text and isinstance(text[0], (list, tuple))):
+        return [words(text, "text")], [None if text_pair is None else words(text_pair, "text_pair")], False
+    firsts = [words(t, f"text[{i}]") for i, t in enumerate(text)]
+    if text_pair is None:
+        return firsts, [None] * len(firsts), True
+    if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
+        raise ValueError(
+            f"text is a batch of {len(text)} word lists, so text_pair must be one too, got "
+            + (f"{len(text_pair)}" if isinstance(text_pair, (list, tuple)) else type(text_pair).__name__)
+        )
+    return firsts, [words(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)], True
+
+
+def _padded(encodings: list, length: int | None, side: str, pad_id: int | None, pad_token: str | None) -> list:
+    """tokenizers.Encodings padded in place to `length` (None: as they are), as `tok(...)` padded the ids."""
+    if length is not None:
+        for encoding in encodings:
+            encoding.pad(length, direction=side, pad_id=pad_id, pad_type_id=0, pad_token=pad_token)
+    return encodings
 
 
 def _tensor_type(input_ids: Any) -> str | None:

@@ -231,11 +231,9 @@ def test_original_a_replaced_special_token_is_text_again_like_slow(hf_slow):
     assert ours.encode("_Aa_") != [ours.convert_tokens_to_ids("_Aa_")]
 
 
-def test_unsupported_options_and_encoding_methods_say_so(ours):
-    with pytest.raises(TypeError, match="does not implement is_split_into_words, stride"):
-        ours(["a b"], stride=2, is_split_into_words=True)
-    with pytest.raises(AttributeError, match="word_ids is not implemented by gpt-flax"):
-        ours("a b").word_ids()
+def test_unknown_options_are_named(ours):
+    with pytest.raises(TypeError, match=r"unexpected arguments \['split_special_tokens'\]"):
+        ours(["a b"], split_special_tokens=True)
     ours("word " * 600, verbose=False)  # no length warning asked for
 
 
@@ -869,3 +867,205 @@ def test_special_token_helpers_match_fast():
     )
     with pytest.raises(ValueError, match="token_ids_1 must be None"):
         ours.get_special_tokens_mask(ids, ids, already_has_special_tokens=True)
+
+
+# ---- transformers' fast-tokenizer alignment: encodings, overflowing windows, pre-split words ------------------
+
+ALIGN_TEXTS = ["Hello world, it's me!", "Café au lait... naïve? 😀 中文", "", "  spaced   out  ", "don't stop"]
+
+
+def assert_same_encoding(got, want):
+    """Every key, and every alignment method of every row, as transformers' BatchEncoding gives them."""
+    assert list(got) == list(want)
+    for key in want:
+        assert np.array_equal(np.array(got[key], dtype=object), np.array(want[key], dtype=object)), key
+    assert got.is_fast and got.n_sequences == want.n_sequences and len(got.encodings) == len(want.encodings)
+    for i, encoding in enumerate(want.encodings):
+        assert got[i].ids == encoding.ids
+        for method in ("tokens", "word_ids", "sequence_ids"):
+            assert getattr(got, method)(i) == getattr(want, method)(i), (method, i)
+        for t in range(len(encoding.ids)):  # (transformers fails on a negative index; ours counts from the end)
+            for method in ("token_to_chars", "token_to_word", "token_to_sequence"):
+                assert getattr(got, method)(i, t) == getattr(want, method)(i, t), (method, i, t)
+                assert getattr(got, method)(i, t - len(encoding.ids)) == getattr(want, method)(i, t), (method, i, t)
+        words = max((w for w in encoding.word_ids if w is not None), default=-1) + 1
+        chars = max((end for _, end in encoding.offsets), default=0) + 1
+        for sequence in range(encoding.n_sequences):
+            for w in range(words + 1):
+                assert got.word_to_tokens(i, w, sequence) == want.word_to_tokens(i, w, sequence), (i, w, sequence)
+                if want.word_to_tokens(i, w, sequence) is not None:  # transformers' word_to_chars fails on None
+                    assert got.word_to_chars(i, w, sequence) == want.word_to_chars(i, w, sequence)
+            for c in range(chars):
+                assert got.char_to_token(i, c, sequence) == want.char_to_token(i, c, sequence), (i, c, sequence)
+                assert got.char_to_word(i, c, sequence) == want.char_to_word(i, c, sequence), (i, c, sequence)
+
+
+ALIGN_CALLS = [
+    {},
+    {"padding": True, "return_offsets_mapping": True, "return_special_tokens_mask": True},
+    {"padding": True, "padding_side": "left", "return_token_type_ids": True, "return_length": True},
+    {"padding": "max_length", "max_length": 9, "truncation": True, "return_tensors": "np"},
+    {"truncation": "longest_first", "max_length": 6, "padding": True, "pad_to_multiple_of": 3},
+]
+
+
+@pytest.mark.parametrize("kwargs", ALIGN_CALLS, ids=lambda kw: ",".join(kw) or "none")
+def test_alignment_methods_match_fast(padded_pair, kwargs):
+    ours, ref = padded_pair
+    for side in ("right", "left"):
+        ours.truncation_side = ref.truncation_side = side
+        assert_same_encoding(ours(ALIGN_TEXTS, **kwargs), ref(ALIGN_TEXTS, **kwargs))
+        assert_same_encoding(ours(ALIGN_TEXTS[0], **kwargs), ref(ALIGN_TEXTS[0], **kwargs))
+        firsts, seconds = ALIGN_TEXTS, ALIGN_TEXTS[::-1]
+        assert_same_encoding(ours(firsts, seconds, **kwargs), ref(firsts, seconds, **kwargs))
+        assert_same_encoding(ours(firsts[0], seconds[1], **kwargs), ref(firsts[0], seconds[1], **kwargs))
+    ours.truncation_side = ref.truncation_side = "right"
+
+
+OVERFLOW_CALLS = [
+    {"max_length": 4, "stride": 0},
+    {"max_length": 4, "stride": 1, "padding": True, "return_offsets_mapping": True},
+    {"max_length": 5, "stride": 2, "padding": "max_length", "return_tensors": "np", "return_length": True},
+    {"max_length": 7, "stride": 3, "return_special_tokens_mask": True, "padding": True, "padding_side": "left"},
+    {"max_length": 100, "stride": 3},  # nothing overflows: each example one row, still mapped
+]
+
+
+@pytest.mark.parametrize("kwargs", OVERFLOW_CALLS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("truncation_side", ["right", "left"])
+def test_overflowing_windows_match_fast(padded_pair, kwargs, truncation_side):
+    ours, ref = padded_pair
+    ours.truncation_side = ref.truncation_side = truncation_side
+    texts = ["one two three four five six seven eight nine ten eleven", "a b", "Hello, world! It's me again."]
+    call = {"truncation": True, "return_overflowing_tokens": True, **kwargs}
+    try:
+        for text in (texts, texts[0]):
+            assert_same_encoding(ours(text, **call), ref(text, **call))
+        firsts, seconds = texts, ["x y z w v u t s", "q", "p o n m l k"]
+        for strategy in ("only_first", "only_second", "longest_first"):
+            pair_call = {**call, "truncation": strategy, "return_token_type_ids": True}
+            try:
+                want = ref(firsts, seconds, **pair_call)
+            except BaseException as e:  # a Rust error, or a panic (pyo3's PanicException)
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                with pytest.raises(ValueError, match="must remove|stride"):  # a text too short for the cut
+                    ours(firsts, seconds, **pair_call)
+            else:
+                assert_same_encoding(ours(firsts, seconds, **pair_call), want)
+    finally:
+        ours.truncation_side = ref.truncation_side = "right"
+
+
+def test_overflow_with_jax_tensors_and_mapping(padded_pair):
+    ours, ref = padded_pair
+    call = {"max_length": 3, "stride": 1, "truncation": True, "return_overflowing_tokens": True, "padding": True}
+    got, want = ours(ALIGN_TEXTS, return_tensors="jax", **call), ref(ALIGN_TEXTS, return_tensors="np", **call)
+    assert list(got) == list(want) == ["input_ids", "attention_mask", "overflow_to_sample_mapping"]
+    for key in want:
+        assert isinstance(got[key], jax.Array) and np.array_equal(np.asarray(got[key]), want[key]), key
+
+
+def test_stride_that_tokenizers_cannot_take_is_a_clear_error(padded_pair):
+    ours, _ = padded_pair
+    text = "one two three four five six"
+    for overflow in (False, True):  # transformers' fast tokenizer panics in Rust in both
+        with pytest.raises(ValueError, match=r"stride=3 must be less than the 3 tokens a text is cut to"):
+            ours(text, max_length=3, truncation=True, stride=3, return_overflowing_tokens=overflow)
+        with pytest.raises(ValueError, match=r"stride=2 must be less than the 2 tokens .*shared by a pair"):
+            ours(text, "a b c d", max_length=4, truncation=True, stride=2, return_overflowing_tokens=overflow)
+    assert ours(text, max_length=3, truncation=True, stride=2)["input_ids"] == ours.encode(text)[:3]
+    assert ours("a b", max_length=3, truncation=True, stride=9)["input_ids"] == ours.encode("a b")  # no cut
+    for bad in (-1, 1.5, None):
+        with pytest.raises(ValueError, match="stride must be a non-negative int"):
+            ours(text, stride=bad)
+
+
+WORDS = [["Hello", "world's", "end"], ["Café", "", " ", "naïve", "😀", "a b"], [], ["don't", "U.S.A."]]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"return_offsets_mapping": True, "padding": True}, {"truncation": True, "max_length": 3, "padding": True}],
+    ids=["plain", "offsets", "truncated"],
+)
+def test_split_into_words_matches_fast(padded_pair, kwargs):
+    ours, ref = padded_pair
+    call = {"is_split_into_words": True, "return_token_type_ids": True, **kwargs}
+    assert_same_encoding(ours(WORDS, **call), ref(WORDS, **call))
+    assert_same_encoding(ours(WORDS[1], **call), ref(WORDS[1], **call))
+    assert_same_encoding(ours(WORDS, WORDS[::-1], **call), ref(WORDS, WORDS[::-1], **call))
+    assert_same_encoding(ours(WORDS[0], WORDS[3], **call), ref(WORDS[0], WORDS[3], **call))
+    over = {**call, "truncation": True, "max_length": 3, "stride": 1, "return_overflowing_tokens": True}
+    assert_same_encoding(ours(WORDS, **over), ref(WORDS, **over))
+
+
+def test_split_into_words_original_matches_slow(ours_original, hf_slow):
+    words = [["Hello", "world's", "end", "..."], ["Café", "naïve", "a b", "“quoted”"], ["don't"]]
+    for call in ({}, {"truncation": True, "max_length": 3}):
+        got, want = (
+            ours_original(words, is_split_into_words=True, **call),
+            hf_slow(words, is_split_into_words=True, **call),
+        )
+        assert got["input_ids"] == want["input_ids"]
+    pair = ours_original(words[0], words[1], is_split_into_words=True, return_token_type_ids=True)
+    assert pair == dict(hf_slow(words[0], words[1], is_split_into_words=True, return_token_type_ids=True))
+
+
+def test_split_into_words_bad_input_is_named(ours):
+    with pytest.raises(TypeError, match=r"text\[1\]\[0\] must be a str"):
+        ours([["a"], [3]], is_split_into_words=True)
+    with pytest.raises(TypeError, match="text must be a list of words"):
+        ours("a b", is_split_into_words=True)
+    with pytest.raises(ValueError, match="text_pair must be one too"):
+        ours([["a"], ["b"]], [["c"]], is_split_into_words=True)
+
+
+def test_encodings_need_the_default_pipeline_and_the_same_vocabulary(ours_original):
+    with pytest.raises(ValueError, match=r"word_ids\(\) needs the fast pipeline's encodings.*original=True"):
+        ours_original("a b").word_ids()
+    with pytest.raises(ValueError, match="return_overflowing_tokens is not available with original=True"):
+        ours_original("a b", return_overflowing_tokens=True)
+    tok = OpenAIGPTTokenizer.from_pretrained(FIXTURES)
+    tok.pad_token = "<unk>"
+    with pytest.raises(ValueError, match=r"tokens\(\) needs the fast pipeline's encodings.*pad\(\)"):
+        tok.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}]).tokens()
+    batch = tok(["_new_ word", "x"])
+    tok.add_tokens(["_new_"])
+    with pytest.raises(ValueError, match="vocabulary changed since these ids were made"):
+        batch.word_ids()
+    with pytest.raises(IndexError, match="batch index 2 is out of range for 2"):
+        tok(["a", "b"]).word_ids(2)
+
+
+def test_batch_encoding_pickles_and_copies_with_its_encodings(ours):
+    import copy
+    import pickle
+
+    batch = ours(["Hello world", "x"], return_offsets_mapping=True)
+    for clone in (pickle.loads(pickle.dumps(batch)), copy.deepcopy(batch), copy.copy(batch)):
+        assert clone == batch and clone.word_ids(0) == batch.word_ids(0) == [0, 1]
+        assert clone.input_ids == batch["input_ids"]
+    with pytest.warns(FutureWarning, match="word_ids"):
+        assert batch.words(1) == [0]
+
+
+def test_tokenizer_json_truncation_and_padding_settings_as_transformers(tmp_path):
+    ref = transformers.OpenAIGPTTokenizerFast(VOCAB, MERGES, pad_token="<pad>")
+    ref.backend_tokenizer.enable_truncation(3, direction="left")
+    ref.backend_tokenizer.enable_padding(length=6, pad_id=ref.pad_token_id, pad_token="<pad>", direction="left")
+    ref.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))  # a tokenizers user's file: no tokenizer_config
+    ours, ref = (
+        OpenAIGPTTokenizer.from_pretrained(tmp_path),
+        transformers.OpenAIGPTTokenizerFast.from_pretrained(tmp_path),
+    )
+    assert (ours.padding_side, ours.truncation_side, ours.pad_token) == ("left", "left", "<pad>")
+    assert (ref.padding_side, ref.truncation_side, ref.pad_token) == ("left", "left", "<pad>")
+    texts = ["one two three four five", "a b"]
+    for call in (
+        {},
+        {"padding": True},
+        {"max_length": 2, "truncation": True},
+        {"padding": "max_length", "max_length": 7},
+    ):
+        assert ours(texts, **call) == dict(ref(texts, **call)), call
