@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from gpt_flax.config import OpenAIGPTConfig
 from gpt_flax.generation import GENERATION_CONFIG_NAME, GenerationMixin, read_generation_config
@@ -156,8 +158,45 @@ class FlaxOpenAIGPTPreTrainedModel:
             raise TypeError(f"config must be an OpenAIGPTConfig, got {type(config).__name__}")
         return config
 
-    def init_weights(self, rng) -> dict:
-        return jax.jit(init_params, static_argnums=(0, 1, 3))(self.config, self.head, rng, self.module.param_dtype)
+    def init_weights(self, rng, input_shape=None, params: dict | None = None) -> dict:
+        """A fresh param tree drawn from `rng`, as transformers initialises this model. `input_shape` (transformers'
+        argument) is not needed: the shapes come from the config. Given `params`, only the entries they lack are
+        drawn; theirs are kept."""
+        fresh = jax.jit(init_params, static_argnums=(0, 1, 3))(self.config, self.head, rng, self.module.param_dtype)
+        return fresh if params is None else _overlay(fresh, params)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """True for the models with an LM head (they have `generate`), as transformers says."""
+        return issubclass(cls, GenerationMixin)
+
+    @property
+    def framework(self) -> str:
+        return "flax"
+
+    @property
+    def params_shape_tree(self) -> dict:
+        """The param tree's shapes and dtypes (jax.ShapeDtypeStruct leaves), without drawing it."""
+        init = partial(init_params, self.config, self.head, dtype=self.module.param_dtype)
+        return jax.eval_shape(init, jax.random.key(0))
+
+    @property
+    def required_params(self) -> set[tuple[str, ...]]:
+        """The param tree's paths, as transformers' flattened keys."""
+        return set(traverse_util.flatten_dict(self.params_shape_tree))
+
+    def to_bf16(self, params: dict, mask=None) -> dict:
+        """`params` with the floating leaves cast to bfloat16 (those where `mask`, a tree of bools shaped as the
+        params, is True), as transformers' Flax models: for half-precision storage; the model computes in `dtype`."""
+        return _cast_floating(params, jnp.bfloat16, mask)
+
+    def to_fp16(self, params: dict, mask=None) -> dict:
+        """As `to_bf16`, to float16."""
+        return _cast_floating(params, jnp.float16, mask)
+
+    def to_fp32(self, params: dict, mask=None) -> dict:
+        """As `to_bf16`, to float32 (e.g. back from half precision)."""
+        return _cast_floating(params, jnp.float32, mask)
 
     @property
     def params(self) -> dict:
@@ -466,21 +505,40 @@ def _fill_missing(partial: dict, model, seed: int, partial_layers: dict | None =
 
     `partial_layers` (path -> layer indices): stacks the checkpoint holds only those layers of; the
     loaded value there stacks just them, the other layers keep the fresh init."""
-    fresh = model.init_weights(jax.random.key(seed))
-    partial_layers = partial_layers or {}
+    return _overlay(model.init_weights(jax.random.key(seed)), partial, partial_layers or {})
 
-    def overlay(base, loaded, path=()):
-        if isinstance(base, dict):
-            if loaded is None:
-                return base
-            return {k: overlay(v, loaded.get(k), path + (k,)) for k, v in base.items()}
+
+def _overlay(base, loaded, partial_layers: dict | None = None, path: tuple = ()):
+    """`base` (a fresh param tree) with every leaf `loaded` has replaced by it; at the paths of `partial_layers`
+    (path -> layer indices) only those layers of the stack."""
+    if isinstance(base, Mapping):
         if loaded is None:
-            return base
-        if path in partial_layers:
-            return base.at[np.asarray(partial_layers[path])].set(jnp.asarray(loaded, base.dtype))
-        return jnp.asarray(loaded)
+            return dict(base)
+        return {k: _overlay(v, loaded.get(k), partial_layers, path + (k,)) for k, v in base.items()}
+    if loaded is None:
+        return base
+    if partial_layers and path in partial_layers:
+        return base.at[np.asarray(partial_layers[path])].set(jnp.asarray(loaded, base.dtype))
+    return jnp.asarray(loaded)
 
-    return overlay(fresh, partial)
+
+def _cast_floating(params: dict, dtype, mask=None) -> dict:
+    """transformers' `FlaxPreTrainedModel._cast_floating_to`: floating leaves to `dtype`, where `mask` says."""
+
+    def cast(leaf, masked=True):
+        if masked and isinstance(leaf, (jax.Array, np.ndarray)) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jnp.asarray(leaf).astype(dtype)
+        return leaf
+
+    if mask is None:
+        return jax.tree_util.tree_map(cast, params)
+    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(mask):
+        raise ValueError(
+            f"mask must be a tree of bools with the params' structure ({len(jax.tree_util.tree_leaves(params))} "
+            f"leaves), got one with {len(jax.tree_util.tree_leaves(mask))} leaves or other keys; "
+            "flax.traverse_util.path_aware_map(lambda path, x: ..., params) makes one"
+        )
+    return jax.tree_util.tree_map(lambda leaf, masked: cast(leaf, bool(masked)), params, mask)
 
 
 class FlaxOpenAIGPTModel(FlaxOpenAIGPTPreTrainedModel):

@@ -601,6 +601,53 @@ def test_resize_token_embeddings_shrinks_and_rejects_bad_sizes():
     assert model.config.vocab_size == 28 and isinstance(model.config.vocab_size, int)
 
 
+def test_flax_pretrained_model_helpers_as_transformers():
+    """to_bf16 / to_fp16 / to_fp32 (with and without a mask) against transformers' own cast; init_weights with
+    params; can_generate; params_shape_tree and required_params."""
+    from flax import traverse_util
+    from transformers.modeling_flax_utils import FlaxPreTrainedModel
+
+    model = FlaxOpenAIGPTLMHeadModel(small_config())
+    mask = traverse_util.path_aware_map(lambda path, _: path[-1] not in ("scale", "bias"), model.params)
+    for ours, dtype in ((model.to_bf16, jnp.bfloat16), (model.to_fp16, jnp.float16), (model.to_fp32, jnp.float32)):
+        for m in (None, mask):
+            source = (
+                FlaxPreTrainedModel._cast_floating_to(None, model.params, jnp.bfloat16)
+                if dtype == jnp.float32
+                else model.params
+            )
+            got = ours(source, m)
+            want = FlaxPreTrainedModel._cast_floating_to(None, source, dtype, m)  # uses no state of the model
+            same = jax.tree_util.tree_map(lambda a, b: a.dtype == b.dtype and bool((a == b).all()), got, want)
+            assert jax.tree_util.tree_all(same)
+    half = model.to_bf16(model.params)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(half)} == {jnp.dtype(jnp.bfloat16)}
+    back = model.to_fp32(half)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a: a.dtype == jnp.float32, back))
+    with pytest.raises(ValueError, match="mask must be a tree of bools with the params' structure"):
+        model.to_bf16(model.params, {"transformer": True})
+
+    kept = {"transformer": {"tokens_embed": model.params["transformer"]["tokens_embed"]}}
+    filled = model.init_weights(jax.random.key(7), (1, 1), params=kept)
+    assert filled["transformer"]["tokens_embed"]["embedding"] is kept["transformer"]["tokens_embed"]["embedding"]
+    fresh = model.init_weights(jax.random.key(7))
+    assert np.array_equal(
+        filled["transformer"]["h"]["mlp"]["c_fc"]["kernel"], fresh["transformer"]["h"]["mlp"]["c_fc"]["kernel"]
+    )
+    assert not np.array_equal(
+        fresh["transformer"]["tokens_embed"]["embedding"], kept["transformer"]["tokens_embed"]["embedding"]
+    )
+
+    assert [CLASSES[h].can_generate() for h in ("base", "lm", "double", "cls")] == [False, True, True, False]
+    shapes = model.params_shape_tree
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(model.params)
+    assert all(
+        s.shape == p.shape and s.dtype == p.dtype
+        for s, p in zip(jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(model.params))
+    )
+    assert ("transformer", "tokens_embed", "embedding") in model.required_params and model.framework == "flax"
+
+
 def test_output_flags_left_none_take_the_configs_as_in_transformers(tmp_path):
     """output_attentions / output_hidden_states / return_dict from from_pretrained's keywords or from
     config.json are what a call leaving them None returns, in the class and in module.apply; a
