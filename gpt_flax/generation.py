@@ -39,6 +39,7 @@ from gpt_flax.heads import lm_logits
 from gpt_flax.kernels import cpu_decode
 from gpt_flax.layers import ACT_FNS, dense, layer_norm
 from gpt_flax.model import embed
+from gpt_flax.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from gpt_flax.validation import ragged_rows
 
 logger = logging.getLogger("gpt_flax")
@@ -379,6 +380,7 @@ class _State(NamedTuple):
     cache: KVCache
     tokens: jax.Array  # [B, N] chosen tokens; pad after a row's eos
     done: jax.Array  # [B] bool: the row has emitted an eos
+    records: tuple = (None, None)  # [B, N, V] scores and raw logits per step, when generate keeps them
 
 
 # Streamers of the calls in flight, by id: the compiled loop calls back `_emit` with an id (an
@@ -401,7 +403,9 @@ def _emit(stream_id, tokens) -> np.ndarray:
     return np.asarray(stream_id in _STREAM_ERRORS)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream", "cpu_kernel"))
+@functools.partial(
+    jax.jit, static_argnames=("config", "sampler", "cache_size", "dtype", "stream", "cpu_kernel", "record")
+)
 def _generate_loop(
     params,
     input_ids,
@@ -422,13 +426,16 @@ def _generate_loop(
     dtype: str,
     stream: bool,
     cpu_kernel: bool,
+    record: tuple = (False, False),
 ):
     """Prefill, then decode until max_new_tokens or every row has emitted an eos.
 
     input_ids [B, T] left-padded, start [B], eos_ids [E]; scalars max_new_tokens, temperature,
     top_p, pad_id, penalty (the repetition penalty) and min_new_tokens are traced (changing them
     does not recompile). `cpu_kernel`: decode steps run
-    their matmuls on `cpu_decode` (`use_cpu_kernel`). Returns (tokens [B, S - T], count).
+    their matmuls on `cpu_decode` (`use_cpu_kernel`). `record` = (scores, logits): keep each step's processed
+    scores / raw logits [B, V] (float32). Returns (tokens [B, S - T], count, scores, logits), the last two
+    [B, S - T, V] or None.
     """
     B, T = input_ids.shape
     dtype = jnp.dtype(dtype)
@@ -437,37 +444,51 @@ def _generate_loop(
     constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
 
     def pick(logits, step, done, tokens):
+        raw = logits.astype(jnp.float32) if record[1] else None
         if constrained:  # the row's tokens so far: its prompt from start[b], then tokens[:, :step]
             history, valid = row_history(input_ids, tokens, start, step)
             logits = logits.astype(jnp.float32)
             logits = constrain_logits(logits, history, valid, step, eos_ids, sampler, penalty, min_new_tokens)
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
+        scores = None
+        if record[0]:  # transformers' scores: after the processors, and the warpers when sampling
+            scores = logits.astype(jnp.float32)
+            scores = process_logits(scores, sampler, temperature, top_p) if sampler.do_sample else scores
         # transformers `_sample`: finished rows get pad_token_id; a row finishes on emitting an eos.
         token = jnp.where(done, pad_id, token)
         done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=-1)
         if stream:
             done = done | io_callback(_emit, jax.ShapeDtypeStruct((), jnp.bool_), stream_id, token, ordered=True)
-        return token, done
+        return token, done, (scores, raw)
 
     # The kernels' attention reads only the live slots: one phase over the whole cache.
     widths = (cache_size,) if cpu_kernel else phase_widths(T, cache_size)
     logits, cache = prefill(params, config, input_ids, start, widths[0], dtype)
     tokens = jnp.full((B, cache_size - T), pad_id, jnp.int32)
-    first, done = pick(logits, jnp.zeros((), jnp.int32), jnp.zeros((B,), bool), tokens)
-    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens.at[:, 0].set(first), done)
+    first, done, kept = pick(logits, jnp.zeros((), jnp.int32), jnp.zeros((B,), bool), tokens)
+    # Each recorded [B, V] goes into its [B, S - T, V] buffer at the step's column.
+    records = tuple(None if k is None else jnp.zeros((B, cache_size - T, k.shape[-1]), k.dtype) for k in kept)
+
+    def put(buffers, new, step):
+        at = (0, step, 0)
+        return tuple(
+            None if b is None else jax.lax.dynamic_update_slice(b, n[:, None], at) for b, n in zip(buffers, new)
+        )
+
+    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens.at[:, 0].set(first), done, put(records, kept, 0))
 
     def cond(s: _State):
         return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < s.cache.size)
 
     def body(s: _State) -> _State:
         logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, lm_head=lm_head, dtype=dtype)
-        token, done = pick(logits, s.step + 1, s.done, s.tokens)
+        token, done, kept = pick(logits, s.step + 1, s.done, s.tokens)
         tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (jnp.zeros_like(s.step), s.step + 1))
-        return _State(s.step + 1, token, cache, tokens, done)
+        return _State(s.step + 1, token, cache, tokens, done, put(s.records, kept, s.step + 1))
 
     for width in widths:
         state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
-    return state.tokens, state.step + 1
+    return state.tokens, state.step + 1, *state.records
 
 
 # -- beam search -----------------------------------------------------------------------------
@@ -761,7 +782,10 @@ def generate(
     early_stopping: bool | str | None = None,
     streamer: Callable[[np.ndarray], None] | None = None,
     dtype=jnp.float32,
-) -> np.ndarray:
+    output_scores: bool = False,
+    output_logits: bool = False,
+    return_dict_in_generate: bool = False,
+) -> np.ndarray | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
     """Generate from the transformer params (`params["transformer"]` of an LM-head model, with the
     model's `lm_head` beside them when its head is untied).
 
@@ -786,7 +810,21 @@ def generate(
     True or "never"); the `num_return_sequences` (<= num_beams) best hypotheses per prompt, those
     shorter than the longest filled as transformers fills them (pad, or the first eos when pad is 0
     or None).
+
+    `return_dict_in_generate=True` returns transformers' output object instead of the array: `sequences`, and for
+    greedy decoding and sampling on request `scores` (`output_scores`: per new token [B * n, V] float32, the
+    logits after the processors and, sampling, the warpers: what the token was chosen from) and `logits`
+    (`output_logits`: the model's raw ones). Beam search keeps neither (asking is a ValueError).
     """
+    _check_flags(
+        output_scores=output_scores, output_logits=output_logits, return_dict_in_generate=return_dict_in_generate
+    )
+    if (output_scores or output_logits) and not return_dict_in_generate:
+        logger.warning(  # as transformers' GenerationConfig.validate
+            "return_dict_in_generate is not True, so output_scores / output_logits are ignored: pass "
+            "return_dict_in_generate=True to get them"
+        )
+        output_scores = output_logits = False
     ids = _check_ids(input_ids, config)
     if not config.tie_word_embeddings and "lm_head" not in params:
         raise ValueError(
@@ -839,6 +877,11 @@ def generate(
             f"vocabulary's {config.vocab_size} tokens"
         )
     ids, start = left_align(ids, mask)
+    if beams is not None and (output_scores or output_logits):
+        raise ValueError(
+            "output_scores / output_logits are not kept by gpt-flax's beam search; use return_dict_in_generate "
+            "alone (sequences), or greedy decoding or sampling (num_beams=1) for per-step scores"
+        )
     if beams is not None:
         traced = {
             "length_penalty": 1.0 if length_penalty is None else float(length_penalty),
@@ -848,9 +891,10 @@ def generate(
             "top_p": top_p,
             "key": _as_key(prng_key) if do_sample else jax.random.key(0),
         }
-        return _beam_search(
+        sequences = _beam_search(
             params, config, ids, start, max_new_tokens, eos, pad_token_id, beams, sampler, dtype, traced
         )
+        return GenerateBeamDecoderOnlyOutput(sequences=sequences) if return_dict_in_generate else sequences
     if num_return_sequences > 1:  # transformers' _expand_inputs_for_generation: repeat_interleave
         ids, start = np.repeat(ids, num_return_sequences, axis=0), np.repeat(start, num_return_sequences)
     slots = prompt_bucket(T)
@@ -859,7 +903,7 @@ def generate(
     if streamer is not None:
         _STREAMERS[stream_id] = streamer
     try:
-        tokens, count = _generate_loop(
+        tokens, count, scores, logits = _generate_loop(
             params,
             jnp.asarray(padded),
             jnp.asarray(start + (slots - T), jnp.int32),
@@ -878,6 +922,7 @@ def generate(
             dtype=jnp.dtype(dtype).name,
             stream=streamer is not None,
             cpu_kernel=use_cpu_kernel(dtype),
+            record=(bool(output_scores), bool(output_logits)),
         )
         tokens, count = np.asarray(tokens), int(count)
     finally:
@@ -885,7 +930,48 @@ def generate(
         error = _STREAM_ERRORS.pop(stream_id, None)
     if error is not None:
         raise error
-    return np.concatenate([ids, tokens[:, :count]], axis=1)
+    sequences = np.concatenate([ids, tokens[:, :count]], axis=1)
+    if not return_dict_in_generate:
+        return sequences
+
+    def per_step(kept):  # [B, N, V] -> N arrays [B, V], as transformers' tuples
+        return None if kept is None else tuple(np.asarray(kept[:, i]) for i in range(count))
+
+    return GenerateDecoderOnlyOutput(sequences=sequences, scores=per_step(scores), logits=per_step(logits))
+
+
+def _check_flags(**flags) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def compute_transition_scores(config: OpenAIGPTConfig, sequences, scores, beam_indices=None, normalize_logits=False):
+    """transformers' `compute_transition_scores`: each generated token's score [B * n, N] from `generate`'s
+    `sequences` and `scores` (with `normalize_logits`, log-probabilities: scores log-softmaxed over the
+    vocabulary first). `beam_indices` [B * n, N] picks each row's beam per step (negative: none, score 0)."""
+    sequences = np.asarray(sequences)
+    if not isinstance(scores, (tuple, list)) or not scores:
+        raise ValueError("scores must be generate's non-empty tuple of per-step [rows, vocab] arrays")
+    stacked = np.stack([np.asarray(s, np.float32) for s in scores])  # [N, R, V]
+    N, R, V = stacked.shape
+    if V != config.vocab_size:
+        raise ValueError(f"scores have {V} columns, but the model's vocabulary has {config.vocab_size}")
+    if sequences.ndim != 2 or sequences.shape[1] < N:
+        raise ValueError(f"sequences {sequences.shape} must be [rows, prompt + {N} new tokens]")
+    if normalize_logits:
+        stacked = np.asarray(jax.nn.log_softmax(jnp.asarray(stacked), axis=-1))
+    if beam_indices is None:
+        if sequences.shape[0] != R:
+            raise ValueError(f"sequences has {sequences.shape[0]} rows but each score {R}")
+        beam_indices = np.broadcast_to(np.arange(R)[:, None], (R, N))
+    beam_indices = np.asarray(beam_indices)
+    missing = beam_indices < 0
+    width = int((~missing).sum(-1).max(initial=0))
+    beams, missing = np.where(missing, 0, beam_indices)[:, :width], missing[:, :width]
+    tokens = sequences[:, sequences.shape[1] - width :]
+    out = stacked[np.arange(width)[None, :], beams, tokens]
+    return np.where(missing, 0.0, out).astype(np.float32)
 
 
 def _resolve_beams(num_beams, length_penalty, early_stopping, num_return_sequences, streamer):
@@ -1158,8 +1244,11 @@ class GenerationMixin:
         generation_config=None,
         params: dict | None = None,
         streamer: Callable[[np.ndarray], None] | None = None,
+        output_scores: bool | None = None,
+        output_logits: bool | None = None,
+        return_dict_in_generate: bool | None = None,
         **unsupported,
-    ) -> np.ndarray:
+    ) -> np.ndarray | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
         """Prompt + new tokens, int32 [B * num_return_sequences, T + N]; see `generation.generate`.
 
         Arguments left None take `generation_config` (a dict or transformers' GenerationConfig), else
@@ -1193,7 +1282,19 @@ class GenerationMixin:
         options = _file_defaults(file, given)
         options.update({k: v for k, v in given.items() if v is not None})
         options = self._with_token_defaults(options, file)
+        outputs = {
+            "output_scores": output_scores,
+            "output_logits": output_logits,
+            "return_dict_in_generate": return_dict_in_generate,
+        }  # a call's flag, else the generation config's, else False
+        options.update({k: bool(file.get(k, False)) if v is None else v for k, v in outputs.items()})
         return self._generate(input_ids, attention_mask, params=params, prng_key=prng_key, streamer=streamer, **options)
+
+    def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits: bool = False):
+        """Each generated token's score [B * n, N] from `generate(..., return_dict_in_generate=True,
+        output_scores=True)`'s `sequences` and `scores`, as transformers' (log-probabilities with
+        `normalize_logits=True`)."""
+        return compute_transition_scores(self.config, sequences, scores, beam_indices, normalize_logits)
 
     def _merged_generation_config(self, given: dict, file: dict) -> dict:
         """transformers' `_prepare_generation_config` (use_model_defaults): a call's generation config,

@@ -80,3 +80,33 @@ class FlaxSequenceClassifierOutput(ModelOutput):
     logits: Any = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+
+@struct.dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """`generate(..., return_dict_in_generate=True)` for greedy decoding and sampling, as transformers' (numpy
+    arrays): `sequences` [B * n, T + N]; with `output_scores`, `scores`, one [B * n, V] float32 per new token:
+    the logits after the processors and (sampling) warpers, what the token was chosen from; with `output_logits`,
+    `logits`, the model's raw logits per new token."""
+
+    sequences: Any = None
+    scores: tuple | None = None
+    logits: tuple | None = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    past_key_values: Any = None
+
+
+@struct.dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """`generate(..., num_beams > 1, return_dict_in_generate=True)`: `sequences` (the per-step scores and beam
+    indices of transformers' are not kept by our beam search)."""
+
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: tuple | None = None
+    logits: tuple | None = None
+    beam_indices: Any = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    past_key_values: Any = None

@@ -1106,3 +1106,82 @@ def test_pipeline_output_options_of_the_call_win_and_prefix_counts_only_keywords
     long = "the quick brown fox jumps over the lazy dog " * 6  # 54 tokens
     out = ours(long, max_length=70, handle_long_generation="hole", return_tensors=True)
     assert len(out[0]["generated_token_ids"]) == 64  # 48 kept + 16 new
+
+
+# -- return_dict_in_generate: scores, logits, transition scores ------------------------------------------------
+def test_scores_and_logits_match_transformers_greedy(small, decode_path):
+    """Greedy with processors and an eos that stops rows early: sequences, scores (after the processors), raw
+    logits and compute_transition_scores as transformers' generate gives them. (No padding: transformers' GPT
+    generates without the mask, see the module's docstring.)"""
+    model, ref = small
+    ids = prompts(5, batch=3, length=6)
+    eos = int(model.generate(ids, max_new_tokens=3)[2, -1])
+    options = {"max_new_tokens": 9, "eos_token_id": eos, "pad_token_id": 0, "min_new_tokens": 2}
+    options.update(no_repeat_ngram_size=2, repetition_penalty=1.3)
+    options.update(return_dict_in_generate=True, output_scores=True, output_logits=True)
+    ours = model.generate(ids, **options)
+    with torch.no_grad():
+        theirs = ref.generate(torch.tensor(ids), do_sample=False, **options)
+    assert type(ours).__name__ == type(theirs).__name__ == "GenerateDecoderOnlyOutput"
+    assert list(ours.keys()) == ["sequences", "scores", "logits"]
+    np.testing.assert_array_equal(ours.sequences, theirs.sequences.numpy())
+    assert len(ours.scores) == len(theirs.scores) == ours.sequences.shape[1] - 6 < 9  # a row stopped early
+    for got, want in zip(ours.scores + ours.logits, theirs.scores + theirs.logits):
+        assert got.dtype == np.float32 and got.shape == (3, SMALL.vocab_size)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=2e-5)  # -inf where banned, in both
+    for normalize in (False, True):
+        got = model.compute_transition_scores(ours.sequences, ours.scores, normalize_logits=normalize)
+        with torch.no_grad():
+            want = ref.compute_transition_scores(theirs.sequences, theirs.scores, normalize_logits=normalize)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=2e-5)
+
+
+def test_sampling_scores_are_transformers_warpers_on_each_step(small):
+    """Sampling: each step's scores are transformers' processors and warpers (repetition penalty, temperature,
+    top-k, top-p) applied to the model's logits for the tokens so far, and each chosen token is among those kept."""
+    model, ref = small
+    ids = prompts(6, batch=2, length=5)
+    out = model.generate(ids, do_sample=True, top_k=6, top_p=0.8, temperature=0.7, repetition_penalty=1.4,
+                         max_new_tokens=5, num_return_sequences=2, prng_key=3, return_dict_in_generate=True,
+                         output_scores=True, output_logits=True)  # fmt: skip
+    assert out.sequences.shape == (4, 10) and len(out.scores) == len(out.logits) == 5
+    processors = transformers.LogitsProcessorList([
+        transformers.RepetitionPenaltyLogitsProcessor(1.4),
+        transformers.TemperatureLogitsWarper(0.7),
+        transformers.TopKLogitsWarper(6),
+        transformers.TopPLogitsWarper(0.8),
+    ])  # fmt: skip
+    for step in range(5):
+        prefix = torch.tensor(out.sequences[:, : 5 + step], dtype=torch.long)
+        with torch.no_grad():
+            logits = ref(prefix).logits[:, -1].float()
+            want = processors(prefix, logits.clone())
+        np.testing.assert_allclose(out.logits[step], logits.numpy(), rtol=1e-5, atol=2e-5)
+        np.testing.assert_allclose(out.scores[step], want.numpy(), rtol=1e-5, atol=2e-5)
+        chosen = out.sequences[:, 5 + step]
+        assert np.isfinite(out.scores[step][np.arange(4), chosen]).all()
+    log_probs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    assert log_probs.shape == (4, 5) and (log_probs <= 0).all() and np.isfinite(log_probs).all()
+
+
+def test_return_dict_in_generate_options(small, caplog):
+    model, _ = small
+    ids = prompts(7, batch=2, length=4)
+    plain = model.generate(ids, max_new_tokens=3, num_beams=2)
+    beams = model.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True)
+    assert type(beams).__name__ == "GenerateBeamDecoderOnlyOutput" and list(beams.keys()) == ["sequences"]
+    np.testing.assert_array_equal(beams.sequences, plain)
+    with pytest.raises(ValueError, match="output_scores / output_logits are not kept by gpt-flax's beam search"):
+        model.generate(ids, num_beams=2, return_dict_in_generate=True, output_scores=True)
+    with caplog.at_level("WARNING", logger="gpt_flax"):
+        assert isinstance(model.generate(ids, max_new_tokens=2, output_scores=True), np.ndarray)
+    assert "return_dict_in_generate is not True, so output_scores / output_logits are ignored" in caplog.text
+    with pytest.raises(TypeError, match="return_dict_in_generate must be True or False, got 'yes'"):
+        model.generate(ids, return_dict_in_generate="yes")
+    from_config = model.generate(ids, max_new_tokens=2, generation_config={"return_dict_in_generate": True})
+    assert list(from_config.keys()) == ["sequences"] and from_config.sequences.shape == (2, 6)
+    out = model.generate(ids, max_new_tokens=2, return_dict_in_generate=True, output_scores=True)
+    with pytest.raises(ValueError, match="sequences has 3 rows but each score 2"):
+        model.compute_transition_scores(np.concatenate([out.sequences, out.sequences[:1]]), out.scores)
+    with pytest.raises(ValueError, match="scores must be generate's non-empty tuple"):
+        model.compute_transition_scores(out.sequences, ())
