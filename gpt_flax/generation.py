@@ -91,6 +91,24 @@ class Sampler(NamedTuple):
     repetition_penalty: bool = False  # whether the penalty runs (transformers skips it at 1.0)
     no_repeat_ngram_size: int = 0  # 0: no n-gram is banned
     min_new_tokens: bool = False  # whether eos may be banned early (needs a minimum and an eos)
+    bad_words: tuple = ()  # token sequences never to complete (bad_words_ids, less a lone eos)
+    forced_bos: int | None = None  # the first token, where the prompt is one token wide (forced_bos_token_id)
+    forced_eos: tuple = ()  # the ids forced at the last step (forced_eos_token_id)
+    suppress: tuple = ()  # ids never generated (suppress_tokens)
+    begin_suppress: tuple = ()  # ids not generated first (begin_suppress_tokens)
+    # The sampling warpers after top-p, off at these values (static: another value compiles anew).
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+
+    @property
+    def constrained(self) -> bool:
+        """Whether any logits processor runs (they read the history or the step)."""
+        return bool(
+            self.repetition_penalty or self.no_repeat_ngram_size or self.min_new_tokens or self.bad_words
+            or self.forced_bos is not None or self.forced_eos or self.suppress or self.begin_suppress
+        )  # fmt: skip
 
 
 # -- the cached block ------------------------------------------------------------------------
@@ -278,6 +296,62 @@ def repetition_penalty_filter(logits, seen, penalty):
     return jnp.where(seen, penalized, logits)
 
 
+def min_p_filter(logits, min_p: float):
+    """transformers `MinPLogitsWarper`: -inf on tokens less likely than min_p times the most likely one."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.where(probs < min_p * jnp.max(probs, axis=-1, keepdims=True), -jnp.inf, logits)
+
+
+def typical_filter(logits, mass: float):
+    """transformers `TypicalLogitsWarper`: keep the tokens whose surprise is closest to the entropy until their
+    probability sums past `mass` (the closest always stays)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    probs = jnp.exp(log_probs)
+    entropy = -jnp.sum(jnp.where(probs > 0, log_probs * probs, 0.0), axis=-1, keepdims=True)
+    distance = jnp.abs(-log_probs - entropy)  # inf for tokens already at -inf
+    order = jnp.argsort(distance, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1), axis=-1)
+    last = jnp.minimum(jnp.sum(cumulative < mass, axis=-1, keepdims=True), logits.shape[-1] - 1)
+    threshold = jnp.take_along_axis(jnp.take_along_axis(distance, order, axis=-1), last, axis=-1)
+    return jnp.where(distance > threshold, -jnp.inf, logits)
+
+
+def epsilon_filter(logits, epsilon: float):
+    """transformers `EpsilonLogitsWarper`: -inf on tokens of probability below epsilon (never the most likely)."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.where((probs < epsilon) & (logits < jnp.max(logits, axis=-1, keepdims=True)), -jnp.inf, logits)
+
+
+def eta_filter(logits, epsilon: float):
+    """transformers `EtaLogitsWarper`: -inf on tokens of probability below min(epsilon, sqrt(epsilon) *
+    exp(-entropy)) (never the most likely)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    probs = jnp.exp(log_probs)
+    entropy = -jnp.sum(jnp.where(probs > 0, log_probs * probs, 0.0), axis=-1, keepdims=True)
+    eta = jnp.minimum(epsilon, math.sqrt(epsilon) * jnp.exp(-entropy))
+    return jnp.where((probs < eta) & (logits < jnp.max(logits, axis=-1, keepdims=True)), -jnp.inf, logits)
+
+
+def bad_words_filter(logits, history, valid, bad_words: tuple):
+    """transformers `NoBadWordsLogitsProcessor`: -inf on a one-token bad word always, and on the last token
+    of a longer one where the row's last tokens are the rest of it. history / valid as `no_repeat_ngram_filter`."""
+    B, W = history.shape
+    V = logits.shape[-1]
+    banned = jnp.zeros((B, V), bool)
+    end = jnp.max(jnp.where(valid, jnp.arange(W)[None, :] + 1, 0), axis=1)  # [B]: one past the row's last token
+    for word in bad_words:
+        prefix = jnp.asarray(word[:-1], jnp.int32)
+        if prefix.size:
+            at = end[:, None] - prefix.size + jnp.arange(prefix.size)[None, :]  # [B, n - 1] the row's last tokens
+            inside = jnp.take_along_axis(valid, jnp.clip(at, 0, W - 1), axis=1) & (at >= 0)
+            tail = jnp.take_along_axis(history, jnp.clip(at, 0, W - 1), axis=1)
+            hit = jnp.all(inside & (tail == prefix[None, :]), axis=1)  # [B]
+        else:
+            hit = jnp.ones((B,), bool)
+        banned = banned.at[:, word[-1]].set(banned[:, word[-1]] | hit)
+    return jnp.where(banned, -jnp.inf, logits)
+
+
 def no_repeat_ngram_filter(logits, history, valid, n: int):
     """transformers `NoRepeatNGramLogitsProcessor`: -inf on every token that would complete an
     n-gram already in the row. history [B, W] ids whose valid [B, W] entries are the row's tokens
@@ -308,31 +382,56 @@ def row_history(prompt, new_tokens, start, step):
     return history, (column >= start[:, None]) & (column < prompt.shape[1] + step)
 
 
-def constrain_logits(logits, history, valid, step, eos_ids, sampler: Sampler, penalty, min_new_tokens):
+def constrain_logits(
+    logits, history, valid, step, eos_ids, sampler: Sampler, penalty, min_new_tokens, max_new_tokens=None
+):
     """transformers' logits processors that generate supports, in its order (`_get_logits_processor`):
-    repetition penalty, no-repeat n-grams, then eos banned while fewer than `min_new_tokens` new
-    tokens are out. logits [B, V] float32; history [B, W] ids, valid [B, W] (the row's tokens so far:
-    its prompt without padding, then what it generated); `step` tokens are out. Greedy decoding and
-    sampling both choose from what this returns."""
+    repetition penalty, no-repeat n-grams, bad words, eos banned while fewer than `min_new_tokens` new
+    tokens are out, forced bos / eos, suppressed tokens (always, then at the first step). logits [B, V]
+    float32; history [B, W] ids, valid [B, W] (the row's tokens so far: its prompt without padding, then
+    what it generated); `step` tokens are out, of `max_new_tokens` at most. Greedy decoding and sampling
+    both choose from what this returns."""
     B, V = logits.shape
+    vocab = jnp.arange(V)
     if sampler.repetition_penalty:
         seen = jnp.zeros((B, V), jnp.int32).at[jnp.arange(B)[:, None], history].add(valid) > 0
         logits = repetition_penalty_filter(logits, seen, penalty)
     if sampler.no_repeat_ngram_size:
         logits = no_repeat_ngram_filter(logits, history, valid, sampler.no_repeat_ngram_size)
+    if sampler.bad_words:
+        logits = bad_words_filter(logits, history, valid, sampler.bad_words)
     if sampler.min_new_tokens:
-        is_eos = jnp.any(jnp.arange(V)[:, None] == eos_ids[None, :], axis=1)  # [V]
+        is_eos = jnp.any(vocab[:, None] == eos_ids[None, :], axis=1)  # [V]
         logits = jnp.where(is_eos[None, :] & (step < min_new_tokens), -jnp.inf, logits)
+    if sampler.forced_bos is not None:  # transformers: when the ids so far are one token wide
+        logits = jnp.where(step == 0, jnp.where(vocab == sampler.forced_bos, 0.0, -jnp.inf), logits)
+    if sampler.forced_eos:
+        forced = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.forced_eos)), 0.0, -jnp.inf)
+        logits = jnp.where(step == max_new_tokens - 1, forced, logits)
+    if sampler.suppress:
+        logits = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.suppress)), -jnp.inf, logits)
+    if sampler.begin_suppress:  # at the first new token (the second after a forced bos)
+        first = 0 if sampler.forced_bos is None else 1
+        logits = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.begin_suppress)) & (step == first), -jnp.inf, logits)
     return logits
 
 
 def process_logits(logits, sampler: Sampler, temperature, top_p):
-    """The sampling warpers in transformers' order: temperature, top-k, top-p. [B, V] float32."""
+    """The sampling warpers in transformers' order: temperature, top-k, top-p, min-p, typical, epsilon, eta.
+    [B, V] float32."""
     logits = logits.astype(jnp.float32) / temperature
     if sampler.top_k is not None:
         logits = top_k_filter(logits, sampler.top_k)
     if sampler.top_p:
         logits = top_p_filter(logits, top_p)
+    if sampler.min_p:
+        logits = min_p_filter(logits, sampler.min_p)
+    if sampler.typical_p < 1.0:
+        logits = typical_filter(logits, sampler.typical_p)
+    if sampler.epsilon_cutoff:
+        logits = epsilon_filter(logits, sampler.epsilon_cutoff)
+    if sampler.eta_cutoff:
+        logits = eta_filter(logits, sampler.eta_cutoff)
     return logits
 
 
@@ -441,14 +540,16 @@ def _generate_loop(
     dtype = jnp.dtype(dtype)
     layers, lm_head = _decode_weights(params, config, cpu_kernel)
 
-    constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
+    constrained = sampler.constrained
 
     def pick(logits, step, done, tokens):
         raw = logits.astype(jnp.float32) if record[1] else None
         if constrained:  # the row's tokens so far: its prompt from start[b], then tokens[:, :step]
             history, valid = row_history(input_ids, tokens, start, step)
             logits = logits.astype(jnp.float32)
-            logits = constrain_logits(logits, history, valid, step, eos_ids, sampler, penalty, min_new_tokens)
+            logits = constrain_logits(
+                logits, history, valid, step, eos_ids, sampler, penalty, min_new_tokens, max_new_tokens
+            )
         token = choose(logits, jax.random.fold_in(key, step), sampler, temperature, top_p)
         scores = None
         if record[0]:  # transformers' scores: after the processors, and the warpers when sampling
@@ -626,13 +727,15 @@ def _beam_search_loop(
     ids = jnp.repeat(input_ids, K, axis=0)  # row b * K + k
     start = jnp.repeat(start, K, axis=0)
     N = cache_size - T
-    constrained = sampler.repetition_penalty or sampler.no_repeat_ngram_size or sampler.min_new_tokens
+    constrained = sampler.constrained
 
     def log_probs_of(logits, st: _BeamState):
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         if constrained:  # processors see each beam's tokens, as transformers' `logits_processor(input_ids, ...)`
             history, valid = row_history(ids, st.running.reshape(B * K, N), start, st.step)
-            log_probs = constrain_logits(log_probs, history, valid, st.step, eos_ids, sampler, penalty, min_new_tokens)
+            log_probs = constrain_logits(
+                log_probs, history, valid, st.step, eos_ids, sampler, penalty, min_new_tokens, max_new_tokens
+            )
         if sampler.do_sample:  # the warpers come after the processors in transformers' list
             log_probs = process_logits(log_probs, sampler, temperature, top_p)
         return log_probs
@@ -777,6 +880,15 @@ def generate(
     no_repeat_ngram_size: int | None = None,
     min_new_tokens: int | None = None,
     min_length: int | None = None,
+    bad_words_ids: Sequence[Sequence[int]] | None = None,
+    suppress_tokens: Sequence[int] | None = None,
+    begin_suppress_tokens: Sequence[int] | None = None,
+    forced_bos_token_id: int | None = None,
+    forced_eos_token_id: int | Sequence[int] | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    epsilon_cutoff: float | None = None,
+    eta_cutoff: float | None = None,
     num_beams: int | None = None,
     length_penalty: float | None = None,
     early_stopping: bool | str | None = None,
@@ -802,8 +914,10 @@ def generate(
     `repetition_penalty` (> 0; 1 or None: off) divides the positive logits of every token the row
     holds so far and multiplies the negative ones; `no_repeat_ngram_size` n bans every token that
     would repeat an n-gram of the row; `min_new_tokens` (or `min_length`, prompt width included, as
-    max_length) bans the eos ids until that many new tokens are out. A row's tokens are its prompt
-    without the masked padding (each row as if alone, as its attention) and what it generated.
+    max_length) bans the eos ids until that many new tokens are out; `bad_words_ids`, `forced_bos_token_id`,
+    `forced_eos_token_id`, `suppress_tokens`, `begin_suppress_tokens` as transformers' processors of those
+    names. A row's tokens are its prompt without the masked padding (each row as if alone, as its attention)
+    and what it generated. Sampling: `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff` after top-p.
 
     `num_beams` > 1: transformers' beam search (greedy only), its `length_penalty` (default 1.0:
     finished hypotheses scored by summed log-probability / new tokens) and `early_stopping` (False,
@@ -860,6 +974,10 @@ def generate(
         eos_token_id = config.eos_token_id if config.eos_token_id is not None else []  # 0 is a token id
     eos = _int_list("eos_token_id", eos_token_id)
     sampler = sampler._replace(min_new_tokens=sampler.min_new_tokens and bool(eos))  # as transformers: no eos, no ban
+    sampler = _resolve_more_processors(
+        sampler, config, T, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
+        forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
+    )  # fmt: skip
     if any(not 0 <= e < config.vocab_size for e in eos):
         logger.warning("eos_token_id %s is outside [0, %d): no generated token can match it", eos, config.vocab_size)
     if pad_token_id is not None and (not isinstance(pad_token_id, (int, np.integer)) or isinstance(pad_token_id, bool)):
@@ -1141,12 +1259,84 @@ def _resolve_processors(sampler, repetition_penalty, no_repeat_ngram_size, min_n
     return sampler, penalty, min_new
 
 
+def _token_ids(name: str, value, vocab_size: int) -> tuple:
+    """A token id or a list of them as a tuple, each checked to be in the vocabulary."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a token id or a list of them, got {value!r}")
+    for i in value:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool) or not 0 <= i < vocab_size:
+            raise ValueError(f"{name} holds {i!r}, which is not a token id of the vocabulary [0, {vocab_size})")
+    return tuple(int(i) for i in value)
+
+
+def _bad_words(value, vocab_size: int) -> tuple:
+    """bad_words_ids, a non-empty list of non-empty lists of token ids, as a tuple of tuples."""
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(w, (list, tuple)) for w in value):
+        raise ValueError(f"bad_words_ids must be a non-empty list of lists of token ids, got {value!r}")
+    words = tuple(_token_ids(f"bad_words_ids[{i}]", w, vocab_size) for i, w in enumerate(value))
+    empty = [i for i, w in enumerate(words) if not w]
+    if empty:
+        raise ValueError(f"bad_words_ids[{empty[0]}] is empty: each bad word is a non-empty list of token ids")
+    return words
+
+
+WARPER_RANGES = {  # (name: (low, high, low included, high included)), transformers' warpers' checks
+    "min_p": (0.0, 1.0, True, True),
+    "typical_p": (0.0, 1.0, False, True),
+    "epsilon_cutoff": (0.0, 1.0, True, False),
+    "eta_cutoff": (0.0, 1.0, True, False),
+}
+
+
+def _resolve_more_processors(
+    sampler, config, T, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
+    forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
+) -> Sampler:  # fmt: skip
+    """The sampler with transformers' other processors and warpers, checked: bad words (a lone eos is not
+    one, as transformers drops it), suppressed tokens, forced bos (only where the prompt is one token wide, as
+    transformers' processor fires) and eos, min-p, typical-p, epsilon and eta cutoffs (sampling only)."""
+    V = config.vocab_size
+    changes = {}
+    if bad_words_ids is not None:
+        words = _bad_words(bad_words_ids, V)
+        changes["bad_words"] = tuple(w for w in words if not (len(w) == 1 and w[0] in eos))
+    if suppress_tokens is not None:
+        changes["suppress"] = _token_ids("suppress_tokens", suppress_tokens, V)
+    if begin_suppress_tokens is not None:
+        changes["begin_suppress"] = _token_ids("begin_suppress_tokens", begin_suppress_tokens, V)
+    if forced_bos_token_id is not None:
+        if isinstance(forced_bos_token_id, (list, tuple)):
+            raise TypeError(f"forced_bos_token_id must be one token id, got {forced_bos_token_id!r}")
+        (bos,) = _token_ids("forced_bos_token_id", forced_bos_token_id, V)
+        changes["forced_bos"] = bos if T == 1 else None
+    if forced_eos_token_id is not None:
+        changes["forced_eos"] = _token_ids("forced_eos_token_id", forced_eos_token_id, V)
+    if not sampler.do_sample:  # greedy: the warpers are not used, so not checked (as transformers)
+        return sampler._replace(**changes)
+    warpers = {"min_p": min_p, "typical_p": typical_p, "epsilon_cutoff": epsilon_cutoff, "eta_cutoff": eta_cutoff}
+    for name, value in warpers.items():
+        if value is None:
+            continue
+        low, high, low_in, high_in = WARPER_RANGES[name]
+        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if not ((low <= value if low_in else low < value) and (value <= high if high_in else value < high)):
+            raise ValueError(
+                f"{name} must be in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}, got {value!r}"
+            )
+        changes[name] = float(value)
+    return sampler._replace(**changes)
+
+
 GENERATION_CONFIG_NAME = "generation_config.json"
 # generate's arguments that a generation_config.json (transformers' GenerationConfig) may default.
 GENERATION_KEYS = (
     "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "pad_token_id",
     "num_return_sequences", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "min_length", "num_beams",
-    "length_penalty", "early_stopping",
+    "length_penalty", "early_stopping", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+    "forced_bos_token_id", "forced_eos_token_id", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
 )  # fmt: skip
 # Keys that describe the file or only how transformers runs (caches, assistants, what generate
 # returns), and GenerationConfig's defaults of the options generate lacks: none of these is reported.
@@ -1159,8 +1349,8 @@ _NO_TOKEN_EFFECT = frozenset((
     "output_scores", "output_logits", "return_dict_in_generate", "generation_kwargs", "max_time",
 ))  # fmt: skip
 _NO_EFFECT = {
-    "num_beam_groups": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
-    "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0,
+    "num_beam_groups": 1, "diversity_penalty": 0.0, "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
 }  # fmt: skip
 
 
@@ -1169,7 +1359,9 @@ GLOBAL_GENERATION_DEFAULTS = {
     "max_new_tokens": None, "max_length": 20, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
     "eos_token_id": None, "pad_token_id": None, "num_return_sequences": 1, "repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "num_beams": 1, "length_penalty": 1.0,
-    "early_stopping": False,
+    "early_stopping": False, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
 }  # fmt: skip
 
 
@@ -1238,6 +1430,15 @@ class GenerationMixin:
         no_repeat_ngram_size: int | None = None,
         min_new_tokens: int | None = None,
         min_length: int | None = None,
+        bad_words_ids: Sequence[Sequence[int]] | None = None,
+        suppress_tokens: Sequence[int] | None = None,
+        begin_suppress_tokens: Sequence[int] | None = None,
+        forced_bos_token_id: int | None = None,
+        forced_eos_token_id: int | Sequence[int] | None = None,
+        min_p: float | None = None,
+        typical_p: float | None = None,
+        epsilon_cutoff: float | None = None,
+        eta_cutoff: float | None = None,
         num_beams: int | None = None,
         length_penalty: float | None = None,
         early_stopping: bool | str | None = None,
@@ -1278,6 +1479,15 @@ class GenerationMixin:
             "eos_token_id": eos_token_id,
             "pad_token_id": pad_token_id,
             "num_return_sequences": num_return_sequences,
+            "bad_words_ids": bad_words_ids,
+            "suppress_tokens": suppress_tokens,
+            "begin_suppress_tokens": begin_suppress_tokens,
+            "forced_bos_token_id": forced_bos_token_id,
+            "forced_eos_token_id": forced_eos_token_id,
+            "min_p": min_p,
+            "typical_p": typical_p,
+            "epsilon_cutoff": epsilon_cutoff,
+            "eta_cutoff": eta_cutoff,
         }
         options = _file_defaults(file, given)
         options.update({k: v for k, v in given.items() if v is not None})
@@ -1358,6 +1568,6 @@ def _file_defaults(file: dict, given: dict) -> dict:
     if options.get("max_length") == 20:
         del options["max_length"]
     if not (given["do_sample"] if given["do_sample"] is not None else options.get("do_sample", False)):
-        for name in ("temperature", "top_k", "top_p"):
+        for name in ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"):
             options.pop(name, None)
     return options

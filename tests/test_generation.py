@@ -1185,3 +1185,92 @@ def test_return_dict_in_generate_options(small, caplog):
         model.compute_transition_scores(np.concatenate([out.sequences, out.sequences[:1]]), out.scores)
     with pytest.raises(ValueError, match="scores must be generate's non-empty tuple"):
         model.compute_transition_scores(out.sequences, ())
+
+
+# -- the other processors and warpers: bad words, suppressed and forced tokens, min-p, typical, epsilon, eta ------
+def test_more_warpers_match_transformers_on_random_logits():
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(size=(6, 37)) * rng.uniform(0.3, 4, (6, 1))).astype(np.float32)
+    logits[5, 3:] = -np.inf  # a row already filtered down to three tokens
+    cases = [
+        (gen.min_p_filter, transformers.MinPLogitsWarper, (0.0, 0.05, 0.3, 1.0)),
+        (gen.typical_filter, transformers.TypicalLogitsWarper, (0.2, 0.5, 0.95, 0.999)),
+        (gen.epsilon_filter, transformers.EpsilonLogitsWarper, (1e-4, 0.02, 0.3, 0.9)),
+        (gen.eta_filter, transformers.EtaLogitsWarper, (1e-4, 0.02, 0.3, 0.9)),
+    ]
+    for ours, theirs, values in cases:
+        for value in values:
+            want = theirs(value)(None, torch.tensor(logits)).numpy()
+            np.testing.assert_array_equal(np.asarray(ours(jnp.asarray(logits), value)), want, err_msg=f"{ours} {value}")
+    sampler = gen.Sampler(do_sample=True, top_k=20, min_p=0.02, typical_p=0.9, epsilon_cutoff=1e-3, eta_cutoff=1e-3)
+    want = torch.tensor(logits[:5])
+    for warper in (
+        transformers.TemperatureLogitsWarper(0.8), transformers.TopKLogitsWarper(20), transformers.MinPLogitsWarper(0.02),
+        transformers.TypicalLogitsWarper(0.9), transformers.EpsilonLogitsWarper(1e-3), transformers.EtaLogitsWarper(1e-3),
+    ):  # fmt: skip
+        want = warper(None, want)
+    ours = np.asarray(gen.process_logits(jnp.asarray(logits[:5]), sampler, 0.8, 1.0))
+    assert kept(ours) == kept(want.numpy())
+    np.testing.assert_allclose(ours, want.numpy(), rtol=1e-6)
+
+
+def test_bad_words_suppressed_and_forced_tokens_match_transformers(small, decode_path):
+    """Greedy and beam search with every such processor against transformers' generate (scores included), and
+    what each processor bans is indeed not generated."""
+    model, ref = small
+    ids = prompts(9, batch=3, length=5)
+    free = model.generate(ids, max_new_tokens=8)
+    seen = [int(t) for t in free[0, 5:8]]  # greedy's first three new tokens of row 0
+    suppressed = int(free[1, 5])
+    options = {
+        "max_new_tokens": 8, "eos_token_id": 36, "pad_token_id": 0, "bad_words_ids": [[seen[0], seen[1]], [seen[2]], [36]],
+        "suppress_tokens": [suppressed], "forced_eos_token_id": [5, 36],
+    }  # fmt: skip
+    options["begin_suppress_tokens"] = [begin := int(model.generate(ids, **options)[2, 5])]
+    out = model.generate(ids, **options)
+    np.testing.assert_array_equal(out, hf_generate(ref, ids, **options))
+    np.testing.assert_array_equal(
+        model.generate(ids, **options, num_beams=3), hf_generate(ref, ids, **options, num_beams=3)
+    )
+    new = out[:, 5:]
+    assert not any(list(row[t : t + 2]) == seen[:2] for row in new for t in range(7))  # the two-token bad word
+    assert seen[2] not in new and suppressed not in new and out[2, 5] != begin
+    assert all(row[-1] in (5, 36) or 36 in row[:-1] for row in new)  # forced at the last step (or stopped before)
+    with_scores = model.generate(ids, **options, return_dict_in_generate=True, output_scores=True)
+    with torch.no_grad():
+        want = ref.generate(
+            torch.tensor(ids), do_sample=False, **options, return_dict_in_generate=True, output_scores=True
+        )
+    for got, theirs in zip(with_scores.scores, want.scores):
+        np.testing.assert_allclose(got, theirs.numpy(), rtol=1e-5, atol=2e-5)
+    one = ids[:, :1]  # forced_bos_token_id fires where the prompt is one token wide, as transformers'
+    bos = {"max_new_tokens": 3, "forced_bos_token_id": 7, "begin_suppress_tokens": [int(free[0, 5])]}
+    assert (model.generate(one, **bos)[:, 1] == 7).all()
+    np.testing.assert_array_equal(model.generate(one, **bos), hf_generate(ref, one, **bos))
+    np.testing.assert_array_equal(model.generate(ids, **bos), hf_generate(ref, ids, **bos))
+
+
+def test_more_processor_options_are_checked(small):
+    model, _ = small
+    ids = prompts(9, batch=1, length=3)
+    for kwargs, match in (
+        ({"bad_words_ids": []}, "bad_words_ids must be a non-empty list of lists"),
+        ({"bad_words_ids": [3, 4]}, "bad_words_ids must be a non-empty list of lists"),
+        ({"bad_words_ids": [[3], []]}, r"bad_words_ids\[1\] is empty"),
+        (
+            {"bad_words_ids": [[3, 37]]},
+            r"bad_words_ids\[0\] holds 37, which is not a token id of the vocabulary \[0, 37\)",
+        ),
+        ({"suppress_tokens": [-1]}, "suppress_tokens holds -1"),
+        ({"forced_eos_token_id": 99}, "forced_eos_token_id holds 99"),
+        ({"do_sample": True, "min_p": 1.5}, r"min_p must be in \[0.0, 1.0\], got 1.5"),
+        ({"do_sample": True, "typical_p": 0.0}, r"typical_p must be in \(0.0, 1.0\]"),
+        ({"do_sample": True, "epsilon_cutoff": 1.0}, r"epsilon_cutoff must be in \[0.0, 1.0\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.generate(ids, max_new_tokens=2, **kwargs)
+    with pytest.raises(TypeError, match="forced_bos_token_id must be one token id"):
+        model.generate(ids, forced_bos_token_id=[1, 2])
+    assert model.generate(ids, max_new_tokens=2, min_p=7.0).shape == (1, 5)  # greedy: warpers unused, unchecked
+    sampled = model.generate(ids, max_new_tokens=6, do_sample=True, min_p=0.2, typical_p=0.8, prng_key=0)
+    assert sampled.shape == (1, 9)
