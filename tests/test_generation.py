@@ -859,6 +859,24 @@ def test_logits_processors_in_generation_config_pipeline_and_cli(model_dir, tmp_
     )  # fmt: skip
     options = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_new_tokens": 3}
     assert code == 0 and out == generator(PROMPTS[1], **options)[0]["generated_text"] + "\n"
+    code, out, _ = run_cli(
+        [
+            PROMPTS[1],
+            "--model",
+            model_dir,
+            "--max-new-tokens",
+            "6",
+            "--min-p",
+            "0.1",
+            "--typical-p",
+            "0.9",
+            "--seed",
+            "4",
+        ],
+        capsys,
+    )
+    options = {"do_sample": True, "min_p": 0.1, "typical_p": 0.9, "seed": 4}
+    assert code == 0 and out == generator(PROMPTS[1], max_new_tokens=6, **options)[0]["generated_text"] + "\n"
 
 
 def test_sampling_keeps_transformers_default_top_k_of_50():
