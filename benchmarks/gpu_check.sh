@@ -2,7 +2,10 @@
 # The one prepared device run: environment, the kernels against XLA on the GPU, then the benchmark
 # of the Triton and Mosaic GPU (Hopper) kernels beside cuDNN and XLA.
 #
-#   OUT=/tmp/out bash benchmarks/gpu_check.sh     # logs land in $OUT
+#   OUT=/tmp/out bash benchmarks/gpu_check.sh [all|checks|bench]     # logs land in $OUT
+#
+# The worst-case timeouts add up to more than one device call may run (600 s), so a session with little
+# device time runs "checks" (correctness, at most 450 s) in one call and "bench" (at most 240 s) in the next.
 #
 # Each step runs under its own timeout and a failing step does not stop the next, so one run
 # gives as much as it can (a kernel that hangs costs its step only). Runs from the repository root
@@ -13,6 +16,8 @@ set -o pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/gpt_flax_gpu_check}"
+STAGE="${1:-all}"
+case "$STAGE" in all|checks|bench) ;; *) echo "usage: gpu_check.sh [all|checks|bench]" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 
 {
@@ -20,6 +25,7 @@ mkdir -p "$OUT"
   python3 -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__); print(jax.devices(), [getattr(d, 'compute_capability', None) for d in jax.devices()])"
 } 2>&1 | tee "$OUT/env.log"
 
+if [ "$STAGE" != bench ]; then
 # The Mosaic GPU kernels against XLA (float32, highest precision) on odd T, K 64 and 128, with
 # padding, head_mask and dropout: outputs and dq, dk, dv.
 timeout 110 python3 benchmarks/attention.py --check --check-only --variants mosaic 2>&1 | tee "$OUT/check.log"
@@ -35,6 +41,8 @@ timeout 100 python3 benchmarks/gpu_kernel_probe.py --diagnose 2>&1 | tee "$OUT/d
 echo "diagnose exit: $?" | tee -a "$OUT/diagnose.log"
 timeout 150 python3 benchmarks/gpu_attention_shapes.py 2>&1 | tee "$OUT/shapes.log"
 echo "shapes exit: $?" | tee -a "$OUT/shapes.log"
+fi
+[ "$STAGE" = checks ] && exit 0
 
 # Baselines: XLA, cuDNN and the Triton kernels (default blocks), bf16, 12 heads of 64.
 timeout 110 python3 benchmarks/attention.py --iters 10 --repeats 5 --variants split 2>&1 | tee "$OUT/bench_base.log"
