@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import numbers
 import os
 import re
 import shutil
@@ -103,14 +104,22 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def __getitem__(self, key: str | int) -> Any:
-        """`batch["input_ids"]`, or `batch[i]`: row i's tokenizers.Encoding, as in transformers."""
-        if isinstance(key, int):
-            return self._encoding("__getitem__", key)
+    def __getitem__(self, key: str | int | slice) -> Any:
+        """`batch["input_ids"]`, or `batch[i]` / `batch[i:j]`: rows' tokenizers.Encoding, as in transformers."""
+        if isinstance(key, (numbers.Integral, slice)):
+            if isinstance(key, slice):
+                if self.encodings is None:
+                    self._encoding("__getitem__", 0)  # raises: none to slice
+                return self.encodings[key]
+            return self._encoding("__getitem__", int(key))
         return super().__getitem__(key)
 
     def __getstate__(self) -> dict:
-        return {"_encodings": self.encodings}
+        try:
+            encodings = self.encodings
+        except ValueError:  # the tokenizer changed since: the copy has the ids, not their alignment
+            encodings = None
+        return {"_encodings": encodings}
 
     def __setstate__(self, state: dict) -> None:
         self._encodings = state["_encodings"]
@@ -280,6 +289,7 @@ class OpenAIGPTTokenizer:
         self._additional_special_tokens: list[str] = []
         self._added_token_splitter = None
         self._truncating_backend, self._truncating_lock = None, threading.Lock()  # see _encode_aligned
+        self._changes = 0  # counts changes of the added tokens and roles (_vocab_changed)
         for token_id, token in sorted((added_tokens_decoder or {}).items()):
             self._restore_added_token(token, token_id)
         special_tokens["unk_token"] = unk_token
@@ -376,8 +386,9 @@ class OpenAIGPTTokenizer:
         return cls(**files, original=original, added_tokens_decoder=added, **{**options, **kwargs})
 
     def _vocab_changed(self) -> None:
-        """Drop what was built from the added tokens and special-token roles."""
+        """Drop what was built from the added tokens and special-token roles, and count the change."""
         self._added_token_splitter = self._truncating_backend = None
+        self._changes += 1
 
     def _restore_added_token(self, token: AddedToken, token_id: int) -> None:
         """Add (or register, if in the base vocabulary) `token`, checking it gets `token_id`."""
@@ -655,6 +666,8 @@ class OpenAIGPTTokenizer:
                 "its overflow in another form); use the default pipeline for overflowing windows"
             )
         pad_to, max_length, strategy = self._padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of)
+        if max_length is not None and stride > max_length and not self.original:  # as the tokenizers library
+            raise ValueError(f"stride={stride} is larger than max_length={max_length}: take a smaller stride")
         side = _check_choice("padding_side", self.padding_side if padding_side is None else padding_side, SIDES)
         cut_side = _check_choice("truncation_side", self.truncation_side, SIDES)
         if return_tensors not in (None, "np", "jax"):
@@ -743,27 +756,28 @@ class OpenAIGPTTokenizer:
 
     def _lazy_encodings(self, inputs: list, words: bool, truncating: tuple, pad: tuple) -> Callable[[], list]:
         """A function making this call's encodings later (or refusing, if tokens were added since)."""
-        size = len(self)
+        changes = self._changes
 
         def encodings() -> list:
-            if len(self) != size:
+            if self._changes != changes:
                 raise ValueError(
-                    f"the tokenizer's vocabulary changed since these ids were made ({size} tokens, now {len(self)}): "
-                    "encode the texts again for their alignment"
+                    "the tokenizer's added tokens or special tokens changed since these ids were made: encode the "
+                    "texts again for their alignment"
                 )
             return _padded(self._encode_aligned(inputs, words, truncating), *pad)
 
         return encodings
 
     def encode(self, text: str, text_pair: str | None = None, **kwargs: Any) -> list[int] | Any:
-        """The ids of one text, or of a pair (the first text's ids then the second's); `**kwargs` as in `__call__`."""
-        if not isinstance(text, str):
+        """The ids of one text, or of a pair (the first text's ids then the second's); `**kwargs` as in `__call__`
+        (with `is_split_into_words=True`, a text is a list of words)."""
+        if not _one_example(text, kwargs.get("is_split_into_words", False)):
             raise TypeError(f"encode takes one str, got {type(text).__name__}; call the tokenizer on a list instead")
         return self(text, text_pair, **kwargs)["input_ids"]
 
     def encode_plus(self, text: str, text_pair: str | None = None, **kwargs: Any) -> BatchEncoding:
         """transformers' older name for `tok(text, text_pair, ...)` on one text."""
-        if not isinstance(text, str):
+        if not _one_example(text, kwargs.get("is_split_into_words", False)):
             raise TypeError(f"encode_plus takes one str, got {type(text).__name__}; use batch_encode_plus for a list")
         return self(text, text_pair, **kwargs)
 
@@ -1203,7 +1217,7 @@ def _as_inputs(text: Any, text_pair: Any) -> tuple[list[str], list[str | None], 
     if isinstance(text, str):
         if text_pair is not None and not isinstance(text_pair, str):
             raise TypeError(f"text_pair must be a str when text is one, got {type(text_pair).__name__}")
-        return [text], [text_pair], False
+        return [text], [text_pair or None], False  # an empty text_pair is none, as transformers' _encode_plus has it
     if not isinstance(text, (list, tuple)):
         raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
     if text_pair is not None:
@@ -1226,9 +1240,16 @@ def _as_inputs(text: Any, text_pair: Any) -> tuple[list[str], list[str | None], 
     return firsts, seconds, True
 
 
+def _one_example(text: Any, words: bool) -> bool:
+    """One text: a str, or with `words` a list of words (not a batch of those)."""
+    if isinstance(text, str):
+        return True
+    return bool(words) and isinstance(text, (list, tuple)) and not (text and isinstance(text[0], (list, tuple)))
+
+
 def _as_word_inputs(text: Any, text_pair: Any) -> tuple[list[list[str]], list[list[str] | None], bool]:
-    """As `_as_inputs`, for is_split_into_words=True: an example is a list of words, a batch a list of those (and
-    text_pair the same shape), as transformers tells them apart."""
+    """As `_as_inputs`, for is_split_into_words=True: an example is a list of words, a batch a list of those (or
+    of (words, pair words) tuples), and text_pair the same shape, as transformers tells them apart."""
 
     def words(value: Any, what: str) -> list[str]:
         if not isinstance(value, (list, tuple)):
@@ -1237,15 +1258,21 @@ def _as_word_inputs(text: Any, text_pair: Any) -> tuple[list[list[str]], list[li
         return [_check_str(word, f"{what}[{i}]") for i, word in enumerate(value)]
 
     if not (isinstance(text, (list, tuple)) and text and isinstance(text[0], (list, tuple))):
-        return [words(text, "text")], [None if text_pair is None else words(text_pair, "text_pair")], False
-    firsts = [words(t, f"text[{i}]") for i, t in enumerate(text)]
+        second = None if not text_pair else words(text_pair, "text_pair")  # empty: none, as for a text
+        return [words(text, "text")], [second], False
     if text_pair is None:
-        return firsts, [None] * len(firsts), True
+        firsts, seconds = [], []
+        for i, item in enumerate(text):
+            is_pair = isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item)
+            firsts.append(words(item[0] if is_pair else item, f"text[{i}]" + ("[0]" if is_pair else "")))
+            seconds.append(words(item[1], f"text[{i}][1]") if is_pair else None)
+        return firsts, seconds, True
     if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
         raise ValueError(
             f"text is a batch of {len(text)} word lists, so text_pair must be one too, got "
             + (f"{len(text_pair)}" if isinstance(text_pair, (list, tuple)) else type(text_pair).__name__)
         )
+    firsts = [words(t, f"text[{i}]") for i, t in enumerate(text)]
     return firsts, [words(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)], True
 
 

@@ -975,7 +975,13 @@ def test_stride_that_tokenizers_cannot_take_is_a_clear_error(padded_pair):
         with pytest.raises(ValueError, match=r"stride=2 must be less than the 2 tokens .*shared by a pair"):
             ours(text, "a b c d", max_length=4, truncation=True, stride=2, return_overflowing_tokens=overflow)
     assert ours(text, max_length=3, truncation=True, stride=2)["input_ids"] == ours.encode(text)[:3]
-    assert ours("a b", max_length=3, truncation=True, stride=9)["input_ids"] == ours.encode("a b")  # no cut
+    _, ref = padded_pair
+    for max_length, stride in ((3, 9), (0, 1)):  # above max_length, even with nothing to cut: refused, as there
+        with pytest.raises(ValueError, match=f"stride={stride} is larger than max_length={max_length}"):
+            ours("a b", max_length=max_length, truncation=True, stride=stride)
+        with pytest.raises(ValueError, match="stride"):
+            ref("a b", max_length=max_length, truncation=True, stride=stride)
+    assert ours("a b", stride=9)["input_ids"] == ours.encode("a b")  # stride unused: no truncation
     for bad in (-1, 1.5, None):
         with pytest.raises(ValueError, match="stride must be a non-negative int"):
             ours(text, stride=bad)
@@ -1012,6 +1018,28 @@ def test_split_into_words_original_matches_slow(ours_original, hf_slow):
     assert pair == dict(hf_slow(words[0], words[1], is_split_into_words=True, return_token_type_ids=True))
 
 
+def test_split_into_words_in_encode_and_pairs_in_a_batch_as_fast(padded_pair):
+    ours, ref = padded_pair
+    words = ["Hello", "world's"]
+    assert ours.encode(words, is_split_into_words=True) == ref.encode(words, is_split_into_words=True)
+    got, want = ours.encode_plus(words, is_split_into_words=True), ref.encode_plus(words, is_split_into_words=True)
+    assert got == dict(want) and got.word_ids() == want.word_ids() == [0, 1, 1, 1]
+    pairs = [(words, ["x"]), (["a", "b"], ["c d"])]
+    want = ref.batch_encode_plus(pairs, is_split_into_words=True, return_token_type_ids=True)  # (its __call__ refuses)
+    for call in (ours, ours.batch_encode_plus):
+        assert_same_encoding(call(pairs, is_split_into_words=True, return_token_type_ids=True), want)
+    for first, second in (("a b", ""), (words, [])):  # an empty second text of one example is none, as there
+        got = ours(first, second, is_split_into_words=not isinstance(first, str))
+        assert got.n_sequences == ref(first, second, is_split_into_words=not isinstance(first, str)).n_sequences == 1
+
+
+def test_batch_encoding_indexes_rows_as_transformers(padded_pair):
+    ours, ref = padded_pair
+    got, want = ours(ALIGN_TEXTS), ref(ALIGN_TEXTS)
+    assert [e.ids for e in got[1:3]] == [e.ids for e in want[1:3]]
+    assert got[np.int64(1)].ids == want[1].ids and got[-1].ids == want[-1].ids
+
+
 def test_split_into_words_bad_input_is_named(ours):
     with pytest.raises(TypeError, match=r"text\[1\]\[0\] must be a str"):
         ours([["a"], [3]], is_split_into_words=True)
@@ -1022,6 +1050,8 @@ def test_split_into_words_bad_input_is_named(ours):
 
 
 def test_encodings_need_the_default_pipeline_and_the_same_vocabulary(ours_original):
+    import pickle
+
     with pytest.raises(ValueError, match=r"word_ids\(\) needs the fast pipeline's encodings.*original=True"):
         ours_original("a b").word_ids()
     with pytest.raises(ValueError, match="return_overflowing_tokens is not available with original=True"):
@@ -1032,8 +1062,13 @@ def test_encodings_need_the_default_pipeline_and_the_same_vocabulary(ours_origin
         tok.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}]).tokens()
     batch = tok(["_new_ word", "x"])
     tok.add_tokens(["_new_"])
-    with pytest.raises(ValueError, match="vocabulary changed since these ids were made"):
+    with pytest.raises(ValueError, match="added tokens or special tokens changed since these ids were made"):
         batch.word_ids()
+    assert pickle.loads(pickle.dumps(batch)) == batch  # the ids, without their alignment
+    batch = tok(["hello</w> world"])
+    tok.add_tokens(["hello</w>"])  # in the vocabulary already: the length stays, the split changes
+    with pytest.raises(ValueError, match="changed since these ids were made"):
+        batch.tokens(0)
     with pytest.raises(IndexError, match="batch index 2 is out of range for 2"):
         tok(["a", "b"]).word_ids(2)
 
