@@ -4,8 +4,8 @@
     python benchmarks/tokenize.py --text-file corpus.txt   # or one sentence per line of a file
     python benchmarks/tokenize.py --original 1000          # also: original=True against the slow tokenizer
 
-Both sides run the same batch calls (lists out; then padded "np" arrays, which needs a pad token: `<pad>`
-is added to both). Each row: one warm-up call per side, then the sides alternate `--repeats` times; the
+Both sides run the same batch calls (lists out; one call per text for the first 1000; then padded "np"
+arrays, which needs a pad token: `<pad>` is added to both). Each row: one warm-up call per side, then the sides alternate `--repeats` times; the
 medians give texts/s and the ratio ours / transformers (> 1: we are faster). The ids are checked equal
 first. The sentences are generated from the vocabulary's words, deterministic in `--seed`.
 """
@@ -102,6 +102,9 @@ def main(argv=None) -> None:
     if ours(texts)["input_ids"] != theirs(texts)["input_ids"]:
         sys.exit("ids differ between the two tokenizers: not benchmarking")
     rows = [compare("batch -> lists", lambda: ours(texts), lambda: theirs(texts), args.repeats, len(texts))]
+    singles = texts[:1000]  # one call per text: the per-call overhead a loop or a data pipeline pays
+    ours_one, theirs_one = (lambda: [ours(t) for t in singles]), (lambda: [theirs(t) for t in singles])
+    rows.append(compare("one text per call", ours_one, theirs_one, args.repeats, len(singles)))
     for tok in (ours, theirs):
         tok.add_special_tokens({"pad_token": "<pad>"})
     padded = {"padding": True, "return_tensors": "np"}
