@@ -266,14 +266,20 @@ def decode_step(
 
 
 # -- choosing the next token -----------------------------------------------------------------
-def top_k_filter(logits, k: int):
-    """transformers `TopKLogitsWarper`: -inf below the k-th largest logit (ties with it are kept)."""
-    k = min(k, logits.shape[-1])
+def _kth_largest(logits, k: int):
+    """The k-th largest logit of each row, [B, 1]."""
+    return jax.lax.top_k(logits, min(k, logits.shape[-1]))[0][..., -1:]
+
+
+def top_k_filter(logits, k: int, keep: int = 1):
+    """transformers `TopKLogitsWarper`: -inf below the k-th largest logit (ties with it are kept); `keep`
+    (its min_tokens_to_keep) raises k."""
+    k = min(max(k, keep), logits.shape[-1])
     kth = jax.lax.top_k(logits, k)[0][..., -1:]
     return jnp.where(logits < kth, -jnp.inf, logits)
 
 
-def top_p_filter(logits, top_p):
+def top_p_filter(logits, top_p, keep: int = 1):
     """transformers `TopPLogitsWarper`: keep the smallest set of most likely tokens whose
     probability sums past top_p (the most likely token always stays).
 
@@ -284,7 +290,7 @@ def top_p_filter(logits, top_p):
     ordered = jnp.sort(logits, axis=-1)  # ascending
     cumulative = jnp.cumsum(jax.nn.softmax(ordered, axis=-1), axis=-1)
     removed = cumulative <= 1.0 - top_p
-    n_removed = jnp.minimum(jnp.sum(removed, axis=-1, keepdims=True), logits.shape[-1] - 1)
+    n_removed = jnp.minimum(jnp.sum(removed, axis=-1, keepdims=True), max(logits.shape[-1] - keep, 0))
     threshold = jnp.take_along_axis(ordered, n_removed, axis=-1)
     return jnp.where(logits < threshold, -jnp.inf, logits)
 
@@ -296,15 +302,19 @@ def repetition_penalty_filter(logits, seen, penalty):
     return jnp.where(seen, penalized, logits)
 
 
-def min_p_filter(logits, min_p: float):
-    """transformers `MinPLogitsWarper`: -inf on tokens less likely than min_p times the most likely one."""
+def min_p_filter(logits, min_p: float, keep: int = 1):
+    """transformers `MinPLogitsWarper`: -inf on tokens less likely than min_p times the most likely one (never
+    the `keep` most likely)."""
     probs = jax.nn.softmax(logits, axis=-1)
-    return jnp.where(probs < min_p * jnp.max(probs, axis=-1, keepdims=True), -jnp.inf, logits)
+    removed = probs < min_p * jnp.max(probs, axis=-1, keepdims=True)
+    if keep > 1:
+        removed = removed & (logits < _kth_largest(logits, keep))
+    return jnp.where(removed, -jnp.inf, logits)
 
 
-def typical_filter(logits, mass: float):
+def typical_filter(logits, mass: float, keep: int = 1):
     """transformers `TypicalLogitsWarper`: keep the tokens whose surprise is closest to the entropy until their
-    probability sums past `mass` (the closest always stays)."""
+    probability sums past `mass` (the `keep` closest always stay)."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     probs = jnp.exp(log_probs)
     entropy = -jnp.sum(jnp.where(probs > 0, log_probs * probs, 0.0), axis=-1, keepdims=True)
@@ -313,39 +323,45 @@ def typical_filter(logits, mass: float):
     cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1), axis=-1)
     last = jnp.minimum(jnp.sum(cumulative < mass, axis=-1, keepdims=True), logits.shape[-1] - 1)
     threshold = jnp.take_along_axis(jnp.take_along_axis(distance, order, axis=-1), last, axis=-1)
+    if keep > 1:
+        threshold = jnp.maximum(threshold, -_kth_largest(-distance, keep))
     return jnp.where(distance > threshold, -jnp.inf, logits)
 
 
-def epsilon_filter(logits, epsilon: float):
-    """transformers `EpsilonLogitsWarper`: -inf on tokens of probability below epsilon (never the most likely)."""
+def epsilon_filter(logits, epsilon: float, keep: int = 1):
+    """transformers `EpsilonLogitsWarper`: -inf on tokens of probability below epsilon (never the `keep` most
+    likely)."""
     probs = jax.nn.softmax(logits, axis=-1)
-    return jnp.where((probs < epsilon) & (logits < jnp.max(logits, axis=-1, keepdims=True)), -jnp.inf, logits)
+    return jnp.where((probs < epsilon) & (logits < _kth_largest(logits, keep)), -jnp.inf, logits)
 
 
-def eta_filter(logits, epsilon: float):
+def eta_filter(logits, epsilon: float, keep: int = 1):
     """transformers `EtaLogitsWarper`: -inf on tokens of probability below min(epsilon, sqrt(epsilon) *
-    exp(-entropy)) (never the most likely)."""
+    exp(-entropy)) (never the `keep` most likely)."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     probs = jnp.exp(log_probs)
     entropy = -jnp.sum(jnp.where(probs > 0, log_probs * probs, 0.0), axis=-1, keepdims=True)
     eta = jnp.minimum(epsilon, math.sqrt(epsilon) * jnp.exp(-entropy))
-    return jnp.where((probs < eta) & (logits < jnp.max(logits, axis=-1, keepdims=True)), -jnp.inf, logits)
+    return jnp.where((probs < eta) & (logits < _kth_largest(logits, keep)), -jnp.inf, logits)
 
 
 def bad_words_filter(logits, history, valid, bad_words: tuple):
     """transformers `NoBadWordsLogitsProcessor`: -inf on a one-token bad word always, and on the last token
-    of a longer one where the row's last tokens are the rest of it. history / valid as `no_repeat_ngram_filter`."""
+    of a longer one where the row's last tokens are the rest of it and the row is at least as long as the word.
+    history / valid as `no_repeat_ngram_filter`."""
     B, W = history.shape
     V = logits.shape[-1]
     banned = jnp.zeros((B, V), bool)
     end = jnp.max(jnp.where(valid, jnp.arange(W)[None, :] + 1, 0), axis=1)  # [B]: one past the row's last token
+    count = jnp.sum(valid, axis=1)  # [B] the row's tokens so far
     for word in bad_words:
         prefix = jnp.asarray(word[:-1], jnp.int32)
         if prefix.size:
             at = end[:, None] - prefix.size + jnp.arange(prefix.size)[None, :]  # [B, n - 1] the row's last tokens
             inside = jnp.take_along_axis(valid, jnp.clip(at, 0, W - 1), axis=1) & (at >= 0)
             tail = jnp.take_along_axis(history, jnp.clip(at, 0, W - 1), axis=1)
-            hit = jnp.all(inside & (tail == prefix[None, :]), axis=1)  # [B]
+            # transformers skips a word longer than the tokens so far, even where its prefix is all of them
+            hit = jnp.all(inside & (tail == prefix[None, :]), axis=1) & (count >= len(word))  # [B]
         else:
             hit = jnp.ones((B,), bool)
         banned = banned.at[:, word[-1]].set(banned[:, word[-1]] | hit)
@@ -403,35 +419,39 @@ def constrain_logits(
     if sampler.min_new_tokens:
         is_eos = jnp.any(vocab[:, None] == eos_ids[None, :], axis=1)  # [V]
         logits = jnp.where(is_eos[None, :] & (step < min_new_tokens), -jnp.inf, logits)
-    if sampler.forced_bos is not None:  # transformers: when the ids so far are one token wide
-        logits = jnp.where(step == 0, jnp.where(vocab == sampler.forced_bos, 0.0, -jnp.inf), logits)
+    # transformers forces bos where the ids so far are one token wide: here each row's prompt, as if alone
+    bos_row = (jnp.sum(valid, axis=1) - step == 1)[:, None] if sampler.forced_bos is not None else False  # [B, 1]
+    if sampler.forced_bos is not None:
+        forced = jnp.where(vocab == sampler.forced_bos, 0.0, -jnp.inf)
+        logits = jnp.where(bos_row & (step == 0), forced, logits)
     if sampler.forced_eos:
         forced = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.forced_eos)), 0.0, -jnp.inf)
         logits = jnp.where(step == max_new_tokens - 1, forced, logits)
     if sampler.suppress:
         logits = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.suppress)), -jnp.inf, logits)
     if sampler.begin_suppress:  # at the first new token (the second after a forced bos)
-        first = 0 if sampler.forced_bos is None else 1
+        first = jnp.where(bos_row, 1, 0)
         logits = jnp.where(jnp.isin(vocab, jnp.asarray(sampler.begin_suppress)) & (step == first), -jnp.inf, logits)
     return logits
 
 
-def process_logits(logits, sampler: Sampler, temperature, top_p):
+def process_logits(logits, sampler: Sampler, temperature, top_p, keep: int = 1):
     """The sampling warpers in transformers' order: temperature, top-k, top-p, min-p, typical, epsilon, eta.
-    [B, V] float32."""
+    [B, V] float32. `keep`: transformers' min_tokens_to_keep (beam sampling keeps one more than the eos ids,
+    so a beam can always go on)."""
     logits = logits.astype(jnp.float32) / temperature
     if sampler.top_k is not None:
-        logits = top_k_filter(logits, sampler.top_k)
+        logits = top_k_filter(logits, sampler.top_k, keep)
     if sampler.top_p:
-        logits = top_p_filter(logits, top_p)
+        logits = top_p_filter(logits, top_p, keep)
     if sampler.min_p:
-        logits = min_p_filter(logits, sampler.min_p)
+        logits = min_p_filter(logits, sampler.min_p, keep)
     if sampler.typical_p < 1.0:
-        logits = typical_filter(logits, sampler.typical_p)
+        logits = typical_filter(logits, sampler.typical_p, keep)
     if sampler.epsilon_cutoff:
-        logits = epsilon_filter(logits, sampler.epsilon_cutoff)
+        logits = epsilon_filter(logits, sampler.epsilon_cutoff, keep)
     if sampler.eta_cutoff:
-        logits = eta_filter(logits, sampler.eta_cutoff)
+        logits = eta_filter(logits, sampler.eta_cutoff, keep)
     return logits
 
 
@@ -737,7 +757,7 @@ def _beam_search_loop(
                 log_probs, history, valid, st.step, eos_ids, sampler, penalty, min_new_tokens, max_new_tokens
             )
         if sampler.do_sample:  # the warpers come after the processors in transformers' list
-            log_probs = process_logits(log_probs, sampler, temperature, top_p)
+            log_probs = process_logits(log_probs, sampler, temperature, top_p, max(2, 1 + eos_ids.shape[0]))
         return log_probs
 
     def step(st: _BeamState, logits) -> _BeamState:
@@ -975,7 +995,7 @@ def generate(
     eos = _int_list("eos_token_id", eos_token_id)
     sampler = sampler._replace(min_new_tokens=sampler.min_new_tokens and bool(eos))  # as transformers: no eos, no ban
     sampler = _resolve_more_processors(
-        sampler, config, T, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
+        sampler, config, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
         forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
     )  # fmt: skip
     if any(not 0 <= e < config.vocab_size for e in eos):
@@ -1053,7 +1073,7 @@ def generate(
         return sequences
 
     def per_step(kept):  # [B, N, V] -> N arrays [B, V], as transformers' tuples
-        return None if kept is None else tuple(np.asarray(kept[:, i]) for i in range(count))
+        return None if kept is None else tuple(np.moveaxis(np.asarray(kept)[:, :count], 1, 0))
 
     return GenerateDecoderOnlyOutput(sequences=sequences, scores=per_step(scores), logits=per_step(logits))
 
@@ -1084,6 +1104,13 @@ def compute_transition_scores(config: OpenAIGPTConfig, sequences, scores, beam_i
             raise ValueError(f"sequences has {sequences.shape[0]} rows but each score {R}")
         beam_indices = np.broadcast_to(np.arange(R)[:, None], (R, N))
     beam_indices = np.asarray(beam_indices)
+    if beam_indices.ndim != 2 or beam_indices.shape[0] != sequences.shape[0]:
+        raise ValueError(f"beam_indices {beam_indices.shape} must be [rows of sequences ({sequences.shape[0]}), steps]")
+    if int((beam_indices >= 0).sum(-1).max(initial=0)) > N or beam_indices.max(initial=-1) >= R:
+        raise ValueError(
+            f"beam_indices point past the scores: at most {N} steps of {R} beams each, got {beam_indices.shape[1]} "
+            f"steps up to beam {beam_indices.max(initial=-1)}"
+        )
     missing = beam_indices < 0
     width = int((~missing).sum(-1).max(initial=0))
     beams, missing = np.where(missing, 0, beam_indices)[:, :width], missing[:, :width]
@@ -1260,7 +1287,9 @@ def _resolve_processors(sampler, repetition_penalty, no_repeat_ngram_size, min_n
 
 
 def _token_ids(name: str, value, vocab_size: int) -> tuple:
-    """A token id or a list of them as a tuple, each checked to be in the vocabulary."""
+    """A token id or a list (or array) of them as a tuple, each checked to be in the vocabulary."""
+    if not isinstance(value, (list, tuple)) and callable(getattr(value, "tolist", None)):  # numpy, jax, torch
+        value = value.tolist()
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)):
@@ -1275,11 +1304,11 @@ def _bad_words(value, vocab_size: int) -> tuple:
     """bad_words_ids, a non-empty list of non-empty lists of token ids, as a tuple of tuples."""
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(w, (list, tuple)) for w in value):
         raise ValueError(f"bad_words_ids must be a non-empty list of lists of token ids, got {value!r}")
-    words = tuple(_token_ids(f"bad_words_ids[{i}]", w, vocab_size) for i, w in enumerate(value))
+    words = [_token_ids(f"bad_words_ids[{i}]", w, vocab_size) for i, w in enumerate(value)]
     empty = [i for i, w in enumerate(words) if not w]
     if empty:
         raise ValueError(f"bad_words_ids[{empty[0]}] is empty: each bad word is a non-empty list of token ids")
-    return words
+    return tuple(sorted(set(words)))  # their order does not matter: one compilation for any
 
 
 WARPER_RANGES = {  # (name: (low, high, low included, high included)), transformers' warpers' checks
@@ -1291,28 +1320,32 @@ WARPER_RANGES = {  # (name: (low, high, low included, high included)), transform
 
 
 def _resolve_more_processors(
-    sampler, config, T, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
+    sampler, config, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
     forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
 ) -> Sampler:  # fmt: skip
     """The sampler with transformers' other processors and warpers, checked: bad words (a lone eos is not
-    one, as transformers drops it), suppressed tokens, forced bos (only where the prompt is one token wide, as
-    transformers' processor fires) and eos, min-p, typical-p, epsilon and eta cutoffs (sampling only)."""
+    one, as transformers drops it), suppressed tokens, forced bos (`constrain_logits` forces it for the rows whose
+    prompt is one token wide, as transformers' processor fires) and eos, min-p, typical-p, epsilon and eta cutoffs
+    (sampling only)."""
     V = config.vocab_size
     changes = {}
     if bad_words_ids is not None:
         words = _bad_words(bad_words_ids, V)
         changes["bad_words"] = tuple(w for w in words if not (len(w) == 1 and w[0] in eos))
+    # Sets of ids, sorted: the same set in another order compiles nothing new.
     if suppress_tokens is not None:
-        changes["suppress"] = _token_ids("suppress_tokens", suppress_tokens, V)
+        changes["suppress"] = tuple(sorted(set(_token_ids("suppress_tokens", suppress_tokens, V))))
     if begin_suppress_tokens is not None:
-        changes["begin_suppress"] = _token_ids("begin_suppress_tokens", begin_suppress_tokens, V)
+        changes["begin_suppress"] = tuple(sorted(set(_token_ids("begin_suppress_tokens", begin_suppress_tokens, V))))
     if forced_bos_token_id is not None:
         if isinstance(forced_bos_token_id, (list, tuple)):
             raise TypeError(f"forced_bos_token_id must be one token id, got {forced_bos_token_id!r}")
         (bos,) = _token_ids("forced_bos_token_id", forced_bos_token_id, V)
-        changes["forced_bos"] = bos if T == 1 else None
+        changes["forced_bos"] = bos
     if forced_eos_token_id is not None:
-        changes["forced_eos"] = _token_ids("forced_eos_token_id", forced_eos_token_id, V)
+        changes["forced_eos"] = tuple(sorted(set(_token_ids("forced_eos_token_id", forced_eos_token_id, V))))
+        if not changes["forced_eos"]:
+            raise ValueError("forced_eos_token_id is an empty list: name the token(s) to end on, or pass None")
     if not sampler.do_sample:  # greedy: the warpers are not used, so not checked (as transformers)
         return sampler._replace(**changes)
     warpers = {"min_p": min_p, "typical_p": typical_p, "epsilon_cutoff": epsilon_cutoff, "eta_cutoff": eta_cutoff}
@@ -1374,6 +1407,13 @@ def read_generation_config(directory) -> dict:
     config = read_json_object(path)
     _warn_unsupported(config, path)
     return config
+
+
+def model_generation_config(config: OpenAIGPTConfig) -> dict:
+    """Without a generation_config.json, transformers' `GenerationConfig.from_model_config`: the generate options
+    config.json sets (kept in `config.extra`) default the calls; {} when it sets none."""
+    options = {k: v for k, v in (config.extra or {}).items() if k in GENERATION_KEYS and v is not None}
+    return {**options, "_from_model_config": True} if options else {}
 
 
 def _warn_unsupported(config: dict, where: str) -> None:

@@ -26,7 +26,12 @@ import numpy as np
 from flax import traverse_util
 
 from gpt_flax.config import OpenAIGPTConfig
-from gpt_flax.generation import GENERATION_CONFIG_NAME, GenerationMixin, read_generation_config
+from gpt_flax.generation import (
+    GENERATION_CONFIG_NAME,
+    GenerationMixin,
+    model_generation_config,
+    read_generation_config,
+)
 from gpt_flax.heads import FORWARDS, init_params
 from gpt_flax.validation import as_array, validate_inputs
 
@@ -372,7 +377,7 @@ class FlaxOpenAIGPTPreTrainedModel:
                 path_or_hub_id,
             )
         if isinstance(model, GenerationMixin):
-            model.generation_config = read_generation_config(checkpoint.directory)
+            model.generation_config = read_generation_config(checkpoint.directory) or model_generation_config(config)
         model.loading_info = {
             "missing_keys": loaded.missing_keys,
             "unexpected_keys": loaded.unexpected_keys,

@@ -1292,3 +1292,80 @@ def test_more_processor_options_are_checked(small):
     assert model.generate(ids, max_new_tokens=2, min_p=7.0).shape == (1, 5)  # greedy: warpers unused, unchecked
     sampled = model.generate(ids, max_new_tokens=6, do_sample=True, min_p=0.2, typical_p=0.8, prng_key=0)
     assert sampled.shape == (1, 9)
+
+
+def test_warpers_keep_min_tokens_as_transformers():
+    """transformers' min_tokens_to_keep (beam sampling keeps one more token than the eos ids) in every warper."""
+    rng = np.random.default_rng(2)
+    logits = (rng.normal(size=(5, 37)) * rng.uniform(0.5, 6, (5, 1))).astype(np.float32)
+    cases = [
+        (gen.top_k_filter, transformers.TopKLogitsWarper, 1),
+        (gen.top_p_filter, transformers.TopPLogitsWarper, 0.05),
+        (gen.min_p_filter, transformers.MinPLogitsWarper, 0.9),
+        (gen.typical_filter, transformers.TypicalLogitsWarper, 0.05),
+        (gen.epsilon_filter, transformers.EpsilonLogitsWarper, 0.5),
+        (gen.eta_filter, transformers.EtaLogitsWarper, 0.5),
+    ]
+    for ours, theirs, value in cases:
+        for keep in (1, 3):
+            want = theirs(value, min_tokens_to_keep=keep)(None, torch.tensor(logits)).numpy()
+            got = np.asarray(ours(jnp.asarray(logits), value, keep))
+            assert kept(got) == kept(want), (ours.__name__, keep)
+            assert min(len(k) for k in kept(got)) >= keep
+
+
+def test_beam_sampling_keeps_a_token_per_eos_and_one_more(small):
+    """top_k=1 would leave each beam one candidate; transformers keeps len(eos) + 1, so two beams always fill."""
+    model, ref = small
+    ids = prompts(11, batch=1, length=4)
+    kwargs = {"max_new_tokens": 1, "do_sample": True, "num_beams": 2, "num_return_sequences": 2, "top_k": 1}
+    got = model.generate(ids, pad_token_id=0, prng_key=0, **kwargs)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        want = ref.generate(torch.tensor(ids), pad_token_id=0, **kwargs).numpy()
+    assert (got >= 0).all() and sorted(got[:, -1]) == sorted(want[:, -1])  # the two candidates, in either order
+
+
+def test_bad_words_forced_bos_and_array_options_read_each_row_as_transformers(small):
+    model, ref = small
+    one = np.array([[5]])
+    free = model.generate(one, max_new_tokens=2)
+    word = [5, int(free[0, 1])]  # longer than the row before its last token is out: transformers skips it
+    np.testing.assert_array_equal(model.generate(one, max_new_tokens=2, bad_words_ids=[word]), free)
+    np.testing.assert_array_equal(free, hf_generate(ref, one, max_new_tokens=2, bad_words_ids=[word]))
+    # forced bos and begin_suppress per row: a one-token prompt in a padded batch gets them as alone
+    ids, mask = np.array([[0, 0, 7], [3, 4, 5]]), np.array([[0, 0, 1], [1, 1, 1]])
+    options = {"max_new_tokens": 3, "forced_bos_token_id": 11, "begin_suppress_tokens": [int(free[0, 1])]}
+    out = model.generate(ids, attention_mask=mask, **options)
+    np.testing.assert_array_equal(out[0, 2:], hf_generate(ref, ids[:1, 2:], **options)[0])
+    np.testing.assert_array_equal(out[1], hf_generate(ref, ids[1:], **options)[0])
+    assert out[0, 3] == 11 and out[1, 3] != 11
+    as_array = model.generate(ids, max_new_tokens=2, suppress_tokens=np.array([3, 4]), forced_eos_token_id=jnp.int32(9))
+    np.testing.assert_array_equal(
+        as_array, model.generate(ids, max_new_tokens=2, suppress_tokens=[4, 3, 3], forced_eos_token_id=9)
+    )
+    with pytest.raises(ValueError, match="forced_eos_token_id is an empty list"):
+        model.generate(ids, forced_eos_token_id=[])
+    out = model.generate(ids, max_new_tokens=2, return_dict_in_generate=True, output_scores=True)
+    with pytest.raises(ValueError, match="beam_indices point past the scores"):
+        model.compute_transition_scores(out.sequences, out.scores, beam_indices=np.zeros((2, 3), int))
+
+
+def test_config_json_generation_options_without_a_generation_config_as_transformers(small, tmp_path):
+    """No generation_config.json: the generate options config.json sets default the calls (transformers'
+    GenerationConfig.from_model_config)."""
+    import json
+
+    model, _ = small
+    model.save_pretrained(tmp_path, format="hf")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(no_repeat_ngram_size=1, suppress_tokens=[int(model.generate(prompts(3), max_new_tokens=1)[0, -1])])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not (tmp_path / "generation_config.json").exists()
+    ours = FlaxOpenAIGPTLMHeadModel.from_pretrained(tmp_path)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(tmp_path)
+    ids = prompts(3)
+    with torch.no_grad():
+        want = theirs.generate(torch.tensor(ids), max_new_tokens=8, pad_token_id=0).numpy()
+    np.testing.assert_array_equal(ours.generate(ids, max_new_tokens=8, pad_token_id=0), want)
+    assert not np.array_equal(model.generate(ids, max_new_tokens=8, pad_token_id=0), want)  # the options changed it
