@@ -91,6 +91,7 @@ class Sampler(NamedTuple):
     repetition_penalty: bool = False  # whether the penalty runs (transformers skips it at 1.0)
     no_repeat_ngram_size: int = 0  # 0: no n-gram is banned
     min_new_tokens: bool = False  # whether eos may be banned early (needs a minimum and an eos)
+    sequence_bias: tuple = ()  # ((token ids, bias), ...) added where a row would complete the ids
     bad_words: tuple = ()  # token sequences never to complete (bad_words_ids, less a lone eos)
     forced_bos: int | None = None  # the first token, where the prompt is one token wide (forced_bos_token_id)
     forced_eos: tuple = ()  # the ids forced at the last step (forced_eos_token_id)
@@ -101,12 +102,14 @@ class Sampler(NamedTuple):
     typical_p: float = 1.0
     epsilon_cutoff: float = 0.0
     eta_cutoff: float = 0.0
+    renormalize: bool = False  # log-softmax after all of them (renormalize_logits)
 
     @property
     def constrained(self) -> bool:
         """Whether any logits processor runs (they read the history or the step)."""
         return bool(
             self.repetition_penalty or self.no_repeat_ngram_size or self.min_new_tokens or self.bad_words
+            or self.sequence_bias
             or self.forced_bos is not None or self.forced_eos or self.suppress or self.begin_suppress
         )  # fmt: skip
 
@@ -345,27 +348,31 @@ def eta_filter(logits, epsilon: float, keep: int = 1):
     return jnp.where((probs < eta) & (logits < _kth_largest(logits, keep)), -jnp.inf, logits)
 
 
-def bad_words_filter(logits, history, valid, bad_words: tuple):
-    """transformers `NoBadWordsLogitsProcessor`: -inf on a one-token bad word always, and on the last token
-    of a longer one where the row's last tokens are the rest of it and the row is at least as long as the word.
-    history / valid as `no_repeat_ngram_filter`."""
+def sequence_bias_filter(logits, history, valid, biases: tuple):
+    """transformers `SequenceBiasLogitsProcessor`: `biases` ((token ids, bias), ...) adds a one-token sequence's
+    bias always, and a longer one's to its last token where the row's last tokens are the rest of it and the row
+    is at least as long as the sequence. history / valid as `no_repeat_ngram_filter`."""
     B, W = history.shape
-    V = logits.shape[-1]
-    banned = jnp.zeros((B, V), bool)
+    added = jnp.zeros(logits.shape, jnp.float32)
     end = jnp.max(jnp.where(valid, jnp.arange(W)[None, :] + 1, 0), axis=1)  # [B]: one past the row's last token
     count = jnp.sum(valid, axis=1)  # [B] the row's tokens so far
-    for word in bad_words:
+    for word, bias in biases:
         prefix = jnp.asarray(word[:-1], jnp.int32)
         if prefix.size:
             at = end[:, None] - prefix.size + jnp.arange(prefix.size)[None, :]  # [B, n - 1] the row's last tokens
             inside = jnp.take_along_axis(valid, jnp.clip(at, 0, W - 1), axis=1) & (at >= 0)
             tail = jnp.take_along_axis(history, jnp.clip(at, 0, W - 1), axis=1)
-            # transformers skips a word longer than the tokens so far, even where its prefix is all of them
+            # transformers skips a sequence longer than the tokens so far, even where its prefix is all of them
             hit = jnp.all(inside & (tail == prefix[None, :]), axis=1) & (count >= len(word))  # [B]
         else:
             hit = jnp.ones((B,), bool)
-        banned = banned.at[:, word[-1]].set(banned[:, word[-1]] | hit)
-    return jnp.where(banned, -jnp.inf, logits)
+        added = added.at[:, word[-1]].add(jnp.where(hit, jnp.float32(bias), 0.0))
+    return logits + added
+
+
+def bad_words_filter(logits, history, valid, bad_words: tuple):
+    """transformers `NoBadWordsLogitsProcessor`: a sequence bias of -inf on each bad word."""
+    return sequence_bias_filter(logits, history, valid, tuple((word, -math.inf) for word in bad_words))
 
 
 def no_repeat_ngram_filter(logits, history, valid, n: int):
@@ -402,13 +409,15 @@ def constrain_logits(
     logits, history, valid, step, eos_ids, sampler: Sampler, penalty, min_new_tokens, max_new_tokens=None
 ):
     """transformers' logits processors that generate supports, in its order (`_get_logits_processor`):
-    repetition penalty, no-repeat n-grams, bad words, eos banned while fewer than `min_new_tokens` new
+    sequence bias, repetition penalty, no-repeat n-grams, bad words, eos banned while fewer than `min_new_tokens` new
     tokens are out, forced bos / eos, suppressed tokens (always, then at the first step). logits [B, V]
     float32; history [B, W] ids, valid [B, W] (the row's tokens so far: its prompt without padding, then
     what it generated); `step` tokens are out, of `max_new_tokens` at most. Greedy decoding and sampling
     both choose from what this returns."""
     B, V = logits.shape
     vocab = jnp.arange(V)
+    if sampler.sequence_bias:
+        logits = sequence_bias_filter(logits, history, valid, sampler.sequence_bias)
     if sampler.repetition_penalty:
         seen = jnp.zeros((B, V), jnp.int32).at[jnp.arange(B)[:, None], history].add(valid) > 0
         logits = repetition_penalty_filter(logits, seen, penalty)
@@ -575,6 +584,7 @@ def _generate_loop(
         if record[0]:  # transformers' scores: after the processors, and the warpers when sampling
             scores = logits.astype(jnp.float32)
             scores = process_logits(scores, sampler, temperature, top_p) if sampler.do_sample else scores
+            scores = jax.nn.log_softmax(scores, axis=-1) if sampler.renormalize else scores  # (chooses the same)
         # transformers `_sample`: finished rows get pad_token_id; a row finishes on emitting an eos.
         token = jnp.where(done, pad_id, token)
         done = done | jnp.any(token[:, None] == eos_ids[None, :], axis=-1)
@@ -758,6 +768,8 @@ def _beam_search_loop(
             )
         if sampler.do_sample:  # the warpers come after the processors in transformers' list
             log_probs = process_logits(log_probs, sampler, temperature, top_p, max(2, 1 + eos_ids.shape[0]))
+        if sampler.renormalize:  # transformers' LogitNormalization, last
+            log_probs = jax.nn.log_softmax(log_probs, axis=-1)
         return log_probs
 
     def step(st: _BeamState, logits) -> _BeamState:
@@ -909,6 +921,8 @@ def generate(
     typical_p: float | None = None,
     epsilon_cutoff: float | None = None,
     eta_cutoff: float | None = None,
+    sequence_bias=None,
+    renormalize_logits: bool | None = None,
     num_beams: int | None = None,
     length_penalty: float | None = None,
     early_stopping: bool | str | None = None,
@@ -936,10 +950,10 @@ def generate(
     would repeat an n-gram of the row; `min_new_tokens` (or `min_length`, prompt width included, as
     max_length) bans the eos ids until that many new tokens are out; `bad_words_ids`, `forced_bos_token_id`,
     `forced_eos_token_id`, `suppress_tokens`, `begin_suppress_tokens` as transformers' processors of those
-    names. A row's tokens are its prompt without the masked padding (each row as if alone, as its attention)
-    and what it generated. Sampling: `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff` after top-p.
+    names, and `sequence_bias` (first) and `renormalize_logits` (last). A row's tokens are its prompt without the
+    masked padding (each row as if alone, as its attention) and what it generated. Sampling: `min_p`, `typical_p`, `epsilon_cutoff`, `eta_cutoff` after top-p.
 
-    `num_beams` > 1: transformers' beam search (greedy only), its `length_penalty` (default 1.0:
+    `num_beams` > 1: transformers' beam search (with do_sample, beam sampling), its `length_penalty` (default 1.0:
     finished hypotheses scored by summed log-probability / new tokens) and `early_stopping` (False,
     True or "never"); the `num_return_sequences` (<= num_beams) best hypotheses per prompt, those
     shorter than the longest filled as transformers fills them (pad, or the first eos when pad is 0
@@ -996,7 +1010,7 @@ def generate(
     sampler = sampler._replace(min_new_tokens=sampler.min_new_tokens and bool(eos))  # as transformers: no eos, no ban
     sampler = _resolve_more_processors(
         sampler, config, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
-        forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
+        forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff, sequence_bias, renormalize_logits,
     )  # fmt: skip
     if any(not 0 <= e < config.vocab_size for e in eos):
         logger.warning("eos_token_id %s is outside [0, %d): no generated token can match it", eos, config.vocab_size)
@@ -1300,6 +1314,25 @@ def _token_ids(name: str, value, vocab_size: int) -> tuple:
     return tuple(int(i) for i in value)
 
 
+def _sequence_bias(value, vocab_size: int) -> tuple:
+    """sequence_bias, transformers' list of [token ids, bias] pairs (or its older dict {token ids tuple: bias}),
+    as a sorted tuple of ((ids...), bias) pairs."""
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise ValueError(f"sequence_bias must be a non-empty list of [token ids, bias] pairs, got {value!r}")
+    out = {}
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], (list, tuple)):
+            raise ValueError(f"sequence_bias[{i}] must be a [token ids, bias] pair, got {pair!r}")
+        ids, bias = _token_ids(f"sequence_bias[{i}]", pair[0], vocab_size), pair[1]
+        if not ids:
+            raise ValueError(f"sequence_bias[{i}] has no token ids")
+        if not isinstance(bias, (int, float, np.integer, np.floating)) or isinstance(bias, bool) or math.isnan(bias):
+            raise ValueError(f"sequence_bias[{i}]'s bias must be a number, got {bias!r}")
+        out[ids] = float(bias)  # as transformers' dict: the last pair of the same ids wins
+    return tuple(sorted(out.items()))
+
+
 def _bad_words(value, vocab_size: int) -> tuple:
     """bad_words_ids, a non-empty list of non-empty lists of token ids, as a tuple of tuples."""
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(w, (list, tuple)) for w in value):
@@ -1321,7 +1354,7 @@ WARPER_RANGES = {  # (name: (low, high, low included, high included)), transform
 
 def _resolve_more_processors(
     sampler, config, eos, bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos_token_id,
-    forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff,
+    forced_eos_token_id, min_p, typical_p, epsilon_cutoff, eta_cutoff, sequence_bias=None, renormalize_logits=None,
 ) -> Sampler:  # fmt: skip
     """The sampler with transformers' other processors and warpers, checked: bad words (a lone eos is not
     one, as transformers drops it), suppressed tokens, forced bos (`constrain_logits` forces it for the rows whose
@@ -1329,6 +1362,11 @@ def _resolve_more_processors(
     (sampling only)."""
     V = config.vocab_size
     changes = {}
+    if sequence_bias is not None:
+        changes["sequence_bias"] = _sequence_bias(sequence_bias, V)
+    if renormalize_logits is not None:
+        _check_flags(renormalize_logits=renormalize_logits)
+        changes["renormalize"] = bool(renormalize_logits)
     if bad_words_ids is not None:
         words = _bad_words(bad_words_ids, V)
         changes["bad_words"] = tuple(w for w in words if not (len(w) == 1 and w[0] in eos))
@@ -1370,6 +1408,7 @@ GENERATION_KEYS = (
     "num_return_sequences", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens", "min_length", "num_beams",
     "length_penalty", "early_stopping", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
     "forced_bos_token_id", "forced_eos_token_id", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+    "sequence_bias", "renormalize_logits",
 )  # fmt: skip
 # Keys that describe the file or only how transformers runs (caches, assistants, what generate
 # returns), and GenerationConfig's defaults of the options generate lacks: none of these is reported.
@@ -1394,7 +1433,7 @@ GLOBAL_GENERATION_DEFAULTS = {
     "no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "num_beams": 1, "length_penalty": 1.0,
     "early_stopping": False, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
     "forced_bos_token_id": None, "forced_eos_token_id": None, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
+    "eta_cutoff": 0.0, "sequence_bias": None, "renormalize_logits": False,
 }  # fmt: skip
 
 
@@ -1479,6 +1518,8 @@ class GenerationMixin:
         typical_p: float | None = None,
         epsilon_cutoff: float | None = None,
         eta_cutoff: float | None = None,
+        sequence_bias=None,
+        renormalize_logits: bool | None = None,
         num_beams: int | None = None,
         length_penalty: float | None = None,
         early_stopping: bool | str | None = None,
@@ -1528,6 +1569,8 @@ class GenerationMixin:
             "typical_p": typical_p,
             "epsilon_cutoff": epsilon_cutoff,
             "eta_cutoff": eta_cutoff,
+            "sequence_bias": sequence_bias,
+            "renormalize_logits": renormalize_logits,
         }
         options = _file_defaults(file, given)
         options.update({k: v for k, v in given.items() if v is not None})

@@ -68,6 +68,8 @@ GENERATE_OPTIONS = frozenset(
         "typical_p",
         "epsilon_cutoff",
         "eta_cutoff",
+        "sequence_bias",
+        "renormalize_logits",
         "prng_key",
         "streamer",
     )

@@ -1369,3 +1369,31 @@ def test_config_json_generation_options_without_a_generation_config_as_transform
         want = theirs.generate(torch.tensor(ids), max_new_tokens=8, pad_token_id=0).numpy()
     np.testing.assert_array_equal(ours.generate(ids, max_new_tokens=8, pad_token_id=0), want)
     assert not np.array_equal(model.generate(ids, max_new_tokens=8, pad_token_id=0), want)  # the options changed it
+
+
+def test_sequence_bias_and_renormalize_logits_match_transformers(small):
+    model, ref = small
+    ids = prompts(12, batch=3, length=5)
+    free = model.generate(ids, max_new_tokens=6)
+    first, second = int(free[0, 5]), int(free[0, 6])
+    bias = [[[first], -3.0], [[first, second], -50.0], [[int(free[1, 5])], 2.5], [[int(ids[2, -1]), 9], 4.0]]
+    for extra in ({}, {"num_beams": 3}, {"renormalize_logits": True}, {"num_beams": 3, "renormalize_logits": True}):
+        options = {"max_new_tokens": 6, "sequence_bias": bias, **extra}
+        out = model.generate(ids, **options, return_dict_in_generate=True, output_scores="num_beams" not in extra)
+        with torch.no_grad():
+            want = ref.generate(torch.tensor(ids), do_sample=False, pad_token_id=0, **options,
+                                return_dict_in_generate=True, output_scores=True)  # fmt: skip
+        np.testing.assert_array_equal(out.sequences, want.sequences.numpy())
+        for got, theirs in zip(out.scores or (), want.scores if out.scores else ()):
+            np.testing.assert_allclose(got, theirs.numpy(), rtol=1e-5, atol=2e-5)
+    assert not np.array_equal(model.generate(ids, max_new_tokens=6, sequence_bias=bias), free)
+    # the older dict form, and a bad pair named
+    dict_form = {tuple(ids_): b for ids_, b in bias}
+    np.testing.assert_array_equal(
+        model.generate(ids, max_new_tokens=6, sequence_bias=dict_form),
+        model.generate(ids, max_new_tokens=6, sequence_bias=bias),
+    )
+    with pytest.raises(ValueError, match=r"sequence_bias\[0\] must be a \[token ids, bias\] pair"):
+        model.generate(ids, sequence_bias=[[3, 1.0]])
+    with pytest.raises(TypeError, match="renormalize_logits must be True or False"):
+        model.generate(ids, renormalize_logits="yes")
