@@ -502,6 +502,12 @@ def phase_widths(prompt_slots: int, cache_slots: int) -> tuple:
     return tuple(widths) + (cache_slots,)
 
 
+def _put_step(buffers: tuple, new: tuple, step) -> tuple:
+    """Each recorded [R, V] of a step into its [R, N, V] buffer at column `step` (None: not recorded)."""
+    at = (0, step, 0)
+    return tuple(None if b is None else jax.lax.dynamic_update_slice(b, n[:, None], at) for b, n in zip(buffers, new))
+
+
 class _State(NamedTuple):
     step: jax.Array  # int32 []: index of the newest chosen token
     last: jax.Array  # [B] the newest chosen token
@@ -600,13 +606,9 @@ def _generate_loop(
     # Each recorded [B, V] goes into its [B, S - T, V] buffer at the step's column.
     records = tuple(None if k is None else jnp.zeros((B, cache_size - T, k.shape[-1]), k.dtype) for k in kept)
 
-    def put(buffers, new, step):
-        at = (0, step, 0)
-        return tuple(
-            None if b is None else jax.lax.dynamic_update_slice(b, n[:, None], at) for b, n in zip(buffers, new)
-        )
-
-    state = _State(jnp.zeros((), jnp.int32), first, cache, tokens.at[:, 0].set(first), done, put(records, kept, 0))
+    state = _State(
+        jnp.zeros((), jnp.int32), first, cache, tokens.at[:, 0].set(first), done, _put_step(records, kept, 0)
+    )
 
     def cond(s: _State):
         return (s.step + 1 < max_new_tokens) & ~jnp.all(s.done) & (s.cache.length < s.cache.size)
@@ -615,7 +617,7 @@ def _generate_loop(
         logits, cache = decode_step(params, config, s.cache, s.last, layers=layers, lm_head=lm_head, dtype=dtype)
         token, done, kept = pick(logits, s.step + 1, s.done, s.tokens)
         tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (jnp.zeros_like(s.step), s.step + 1))
-        return _State(s.step + 1, token, cache, tokens, done, put(s.records, kept, s.step + 1))
+        return _State(s.step + 1, token, cache, tokens, done, _put_step(s.records, kept, s.step + 1))
 
     for width in widths:
         state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
@@ -644,6 +646,9 @@ class _BeamState(NamedTuple):
     finished: jax.Array  # [B, K] bool: the slot holds a finished hypothesis (is_sent_finished)
     improvable: jax.Array  # [B, 1] bool: a running beam may still beat the worst finished one
     all_hit: jax.Array  # bool []: every candidate of the last step stopped (no way to continue)
+    running_beams: jax.Array  # [B, K, N] int32: the beam (b * K + k) each new token came from, -1 after `step`
+    done_beams: jax.Array  # [B, K, N] the same for the finished hypotheses (transformers' beam_indices)
+    records: tuple = (None, None)  # [B * K, N, V] scores and raw logits per step, when generate keeps them
 
 
 def _take_beams(x, index):
@@ -670,12 +675,15 @@ def beam_step(st: _BeamState, log_probs, eos_ids, max_new_tokens, length_penalty
     parent, token = top_index // V, top_index % V
     candidates = _take_beams(st.running, parent)  # [B, W, N]
     candidates = jnp.where(jnp.arange(N) == step, token[:, :, None], candidates)
+    origins = _take_beams(st.running_beams, parent)  # [B, W, N]: each candidate's beam indices
+    origins = jnp.where(jnp.arange(N) == step, (jnp.arange(B)[:, None] * K + parent)[:, :, None], origins)
     hits = (step + 1 >= max_new_tokens) | jnp.any(token[:, :, None] == eos_ids, axis=-1)  # stopping criteria
 
     # The running beams: the best K candidates that did not stop.
     running_scores = top_scores + hits.astype(jnp.float32) * -1.0e9
     keep = jax.lax.top_k(running_scores, K)[1]
     running = _take_beams(candidates, keep)
+    running_beams = _take_beams(origins, keep)
     running_scores = _take_beams(running_scores, keep)
     parent = _take_beams(parent, keep)
 
@@ -690,6 +698,7 @@ def beam_step(st: _BeamState, log_probs, eos_ids, max_new_tokens, length_penalty
     merged_scores = jnp.concatenate([st.done_scores, finish_scores], axis=1)
     best = jax.lax.top_k(merged_scores, K)[1]
     done = _take_beams(jnp.concatenate([st.done, candidates], axis=1), best)
+    done_beams = _take_beams(jnp.concatenate([st.done_beams, origins], axis=1), best)
     done_scores = _take_beams(merged_scores, best)
     lengths = jnp.concatenate([st.done_lengths, jnp.broadcast_to(step + 1, (B, W)).astype(jnp.int32)], axis=1)
     done_lengths = _take_beams(lengths, best)
@@ -711,8 +720,9 @@ def beam_step(st: _BeamState, log_probs, eos_ids, max_new_tokens, length_penalty
     worst = jnp.where(finished, jnp.min(done_scores, axis=1, keepdims=True), -1.0e9)
     improvable = st.improvable & jnp.any(best_possible > worst, axis=-1, keepdims=True)
     return _BeamState(
-        step, cache, running, running_scores, done, done_scores, done_lengths, finished, improvable, jnp.all(hits)
-    )
+        step, cache, running, running_scores, done, done_scores, done_lengths, finished, improvable, jnp.all(hits),
+        running_beams, done_beams, st.records,
+    )  # fmt: skip
 
 
 def _beams_go_on(st: _BeamState, beams: Beams):
@@ -723,7 +733,9 @@ def _beams_go_on(st: _BeamState, beams: Beams):
     return go_on
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampler", "beams", "cache_size", "dtype", "cpu_kernel"))
+@functools.partial(
+    jax.jit, static_argnames=("config", "sampler", "beams", "cache_size", "dtype", "cpu_kernel", "record")
+)
 def _beam_search_loop(
     params,
     input_ids,
@@ -744,11 +756,14 @@ def _beam_search_loop(
     cache_size: int,
     dtype: str,
     cpu_kernel: bool,
+    record: tuple = (False, False),
 ):
     """Prefill, then beam search until transformers' stopping rules end it.
 
     input_ids [B, T] left-padded, start [B]. Returns (new tokens [B, n, S - T] of the n best
-    hypotheses per prompt, their lengths [B, n]); past its length a hypothesis holds `fill_id`.
+    hypotheses per prompt, their lengths [B, n]); past its length a hypothesis holds `fill_id`. Also their
+    scores [B, n], beam indices [B, n, S - T] (-1 past the length), the steps run, and with `record` =
+    (scores, logits) each step's processed log-probabilities / raw logits [B * K, S - T, V] (else None).
     """
     B, T = input_ids.shape
     K = beams.num_beams
@@ -774,7 +789,10 @@ def _beam_search_loop(
 
     def step(st: _BeamState, logits) -> _BeamState:
         draw = jax.random.fold_in(key, st.step) if sampler.do_sample else None
-        return beam_step(st, log_probs_of(logits, st), eos_ids, max_new_tokens, length_penalty, beams, draw)
+        log_probs = log_probs_of(logits, st)
+        kept = (log_probs if record[0] else None, logits.astype(jnp.float32) if record[1] else None)
+        st = st._replace(records=_put_step(st.records, kept, st.step))
+        return beam_step(st, log_probs, eos_ids, max_new_tokens, length_penalty, beams, draw)
 
     widths = (cache_size,) if cpu_kernel else phase_widths(T, cache_size)
     logits, cache = prefill(params, config, ids, start, widths[0], dtype)
@@ -790,6 +808,9 @@ def _beam_search_loop(
         finished=jnp.zeros((B, K), bool),
         improvable=jnp.ones((B, 1), bool),
         all_hit=jnp.zeros((), bool),
+        running_beams=jnp.full((B, K, N), -1, jnp.int32),
+        done_beams=jnp.full((B, K, N), -1, jnp.int32),
+        records=tuple(jnp.zeros((B * K, N, logits.shape[-1]), jnp.float32) if r else None for r in record),
     )
     state = step(state, logits)
 
@@ -804,7 +825,8 @@ def _beam_search_loop(
     for width in widths:
         state = jax.lax.while_loop(cond, body, state._replace(cache=grow_cache(state.cache, width)))
     n = beams.num_return_sequences
-    return state.done[:, :n], state.done_lengths[:, :n]
+    found = (state.done[:, :n], state.done_lengths[:, :n], state.done_scores[:, :n], state.done_beams[:, :n])
+    return *found, state.step, *state.records
 
 
 # -- the host-side door ----------------------------------------------------------------------
@@ -959,10 +981,11 @@ def generate(
     shorter than the longest filled as transformers fills them (pad, or the first eos when pad is 0
     or None).
 
-    `return_dict_in_generate=True` returns transformers' output object instead of the array: `sequences`, and for
-    greedy decoding and sampling on request `scores` (`output_scores`: per new token [B * n, V] float32, the
-    logits after the processors and, sampling, the warpers: what the token was chosen from) and `logits`
-    (`output_logits`: the model's raw ones). Beam search keeps neither (asking is a ValueError).
+    `return_dict_in_generate=True` returns transformers' output object instead of the array: `sequences`, and on
+    request `scores` (`output_scores`: per new token [B * n, V] float32, the logits after the processors and,
+    sampling, the warpers: what the token was chosen from) and `logits` (`output_logits`: the model's raw ones).
+    Beam search: `GenerateBeamDecoderOnlyOutput`, with `beam_indices`, and per step [B * num_beams, V] scores
+    (log-probabilities after the processors) and `sequences_scores`, as transformers'.
     """
     _check_flags(
         output_scores=output_scores, output_logits=output_logits, return_dict_in_generate=return_dict_in_generate
@@ -1029,11 +1052,6 @@ def generate(
             f"vocabulary's {config.vocab_size} tokens"
         )
     ids, start = left_align(ids, mask)
-    if beams is not None and (output_scores or output_logits):
-        raise ValueError(
-            "output_scores / output_logits are not kept by gpt-flax's beam search; use return_dict_in_generate "
-            "alone (sequences), or greedy decoding or sampling (num_beams=1) for per-step scores"
-        )
     if beams is not None:
         traced = {
             "length_penalty": 1.0 if length_penalty is None else float(length_penalty),
@@ -1043,10 +1061,10 @@ def generate(
             "top_p": top_p,
             "key": _as_key(prng_key) if do_sample else jax.random.key(0),
         }
-        sequences = _beam_search(
-            params, config, ids, start, max_new_tokens, eos, pad_token_id, beams, sampler, dtype, traced
+        outputs = (output_scores, output_logits) if return_dict_in_generate else None
+        return _beam_search(
+            params, config, ids, start, max_new_tokens, eos, pad_token_id, beams, sampler, dtype, traced, outputs
         )
-        return GenerateBeamDecoderOnlyOutput(sequences=sequences) if return_dict_in_generate else sequences
     if num_return_sequences > 1:  # transformers' _expand_inputs_for_generation: repeat_interleave
         ids, start = np.repeat(ids, num_return_sequences, axis=0), np.repeat(start, num_return_sequences)
     slots = prompt_bucket(T)
@@ -1158,15 +1176,17 @@ def _resolve_beams(num_beams, length_penalty, early_stopping, num_return_sequenc
     return Beams(int(num_beams), int(num_return_sequences), early_stopping)
 
 
-def _beam_search(params, config, ids, start, max_new, eos, pad, beams, sampler, dtype, traced: dict):
+def _beam_search(params, config, ids, start, max_new, eos, pad, beams, sampler, dtype, traced: dict, outputs=None):
     """Run `_beam_search_loop` on left-aligned ids [B, T]; prompt + new tokens [B * n, T + N]. `traced`:
-    its arguments that do not recompile it (length_penalty, penalty, min_new_tokens, temperature, top_p, key)."""
+    its arguments that do not recompile it (length_penalty, penalty, min_new_tokens, temperature, top_p, key).
+    `outputs` (output_scores, output_logits): return transformers' GenerateBeamDecoderOnlyOutput instead."""
     B, T = ids.shape
     slots = prompt_bucket(T)
     padded = np.concatenate([np.zeros((B, slots - T), np.int32), ids], axis=1)
     # transformers' output_fill_value: `pad_token_id or eos_token_id[0] if eos_token_id is not None else -1`
     fill = (pad if pad else eos[0]) if eos else -1
-    tokens, lengths = _beam_search_loop(
+    record = (bool(outputs and outputs[0]), bool(outputs and outputs[1]))
+    tokens, lengths, scores, origins, steps, step_scores, step_logits = _beam_search_loop(
         params,
         jnp.asarray(padded),
         jnp.asarray(start + (slots - T), jnp.int32),
@@ -1185,11 +1205,26 @@ def _beam_search(params, config, ids, start, max_new, eos, pad, beams, sampler, 
         cache_size=cache_bucket(slots, max_new),
         dtype=jnp.dtype(dtype).name,
         cpu_kernel=use_cpu_kernel(dtype),
+        record=record,
     )
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)  # [B, n, S - T], [B, n]
     n = beams.num_return_sequences
-    new = tokens[:, :, : int(lengths.max())].reshape(B * n, -1)
-    return np.concatenate([np.repeat(ids, n, axis=0), new], axis=1)
+    width = int(lengths.max())
+    sequences = np.concatenate([np.repeat(ids, n, axis=0), tokens[:, :, :width].reshape(B * n, -1)], axis=1)
+    if outputs is None:
+        return sequences
+    steps = int(steps)
+
+    def per_step(kept):  # [B * K, N, V] -> one [B * K, V] per step run, as transformers' tuples
+        return None if kept is None else tuple(np.moveaxis(np.asarray(kept)[:, :steps], 1, 0))
+
+    return GenerateBeamDecoderOnlyOutput(
+        sequences=sequences,
+        sequences_scores=np.asarray(scores).reshape(B * n) if record[0] else None,
+        scores=per_step(step_scores),
+        logits=per_step(step_logits),
+        beam_indices=np.asarray(origins)[:, :, :width].reshape(B * n, width),
+    )
 
 
 def _resolve_max_new_tokens(

@@ -99,8 +99,11 @@ class GenerateDecoderOnlyOutput(ModelOutput):
 
 @struct.dataclass
 class GenerateBeamDecoderOnlyOutput(ModelOutput):
-    """`generate(..., num_beams > 1, return_dict_in_generate=True)`: `sequences` (the per-step scores and beam
-    indices of transformers' are not kept by our beam search)."""
+    """`generate(..., num_beams > 1, return_dict_in_generate=True)`, as transformers' (numpy arrays): `sequences`
+    [B * n, T + N], `beam_indices` [B * n, N] (the beam, b * num_beams + k, each new token came from; -1 past a
+    hypothesis' end); with `output_scores` `sequences_scores` [B * n] (length-penalised) and `scores`, one
+    [B * num_beams, V] per step (log-probabilities after the processors and warpers); with `output_logits` the
+    raw `logits` per step."""
 
     sequences: Any = None
     sequences_scores: Any = None

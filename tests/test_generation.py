@@ -1187,10 +1187,9 @@ def test_return_dict_in_generate_options(small, caplog):
     ids = prompts(7, batch=2, length=4)
     plain = model.generate(ids, max_new_tokens=3, num_beams=2)
     beams = model.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True)
-    assert type(beams).__name__ == "GenerateBeamDecoderOnlyOutput" and list(beams.keys()) == ["sequences"]
+    assert type(beams).__name__ == "GenerateBeamDecoderOnlyOutput"
+    assert list(beams.keys()) == ["sequences", "beam_indices"]  # (transformers': also its cache)
     np.testing.assert_array_equal(beams.sequences, plain)
-    with pytest.raises(ValueError, match="output_scores / output_logits are not kept by gpt-flax's beam search"):
-        model.generate(ids, num_beams=2, return_dict_in_generate=True, output_scores=True)
     with caplog.at_level("WARNING", logger="gpt_flax"):
         assert isinstance(model.generate(ids, max_new_tokens=2, output_scores=True), np.ndarray)
     assert "return_dict_in_generate is not True, so output_scores / output_logits are ignored" in caplog.text
@@ -1397,3 +1396,30 @@ def test_sequence_bias_and_renormalize_logits_match_transformers(small):
         model.generate(ids, sequence_bias=[[3, 1.0]])
     with pytest.raises(TypeError, match="renormalize_logits must be True or False"):
         model.generate(ids, renormalize_logits="yes")
+
+
+def test_beam_search_scores_and_beam_indices_match_transformers(small):
+    """return_dict_in_generate with beams: sequences_scores, per-step scores and logits, beam_indices and
+    compute_transition_scores over them, as transformers' beam search gives them (eos, several returns,
+    length penalty, hypotheses of different lengths)."""
+    model, ref = small
+    ids = prompts(4, batch=2, length=5)
+    eos = int(model.generate(ids, max_new_tokens=3)[0, -1])
+    options = {"num_beams": 3, "num_return_sequences": 2, "eos_token_id": eos, "max_new_tokens": 7}
+    options.update(length_penalty=0.7, pad_token_id=0, return_dict_in_generate=True, output_scores=True)
+    out = model.generate(ids, **options, output_logits=True)
+    with torch.no_grad():
+        want = ref.generate(torch.tensor(ids), do_sample=False, **options, output_logits=True)
+    assert list(out.keys()) == ["sequences", "sequences_scores", "scores", "logits", "beam_indices"]
+    np.testing.assert_array_equal(out.sequences, want.sequences.numpy())
+    np.testing.assert_array_equal(out.beam_indices, want.beam_indices.numpy())
+    assert (out.beam_indices == -1).any()  # hypotheses of different lengths
+    np.testing.assert_allclose(out.sequences_scores, want.sequences_scores.numpy(), rtol=1e-5)
+    assert len(out.scores) == len(out.logits) == len(want.scores)
+    for got, theirs in zip(out.scores + out.logits, want.scores + want.logits):
+        assert got.shape == (2 * 3, SMALL.vocab_size)
+        np.testing.assert_allclose(got, theirs.numpy(), rtol=1e-5, atol=2e-5)
+    got = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    with torch.no_grad():
+        theirs = ref.compute_transition_scores(want.sequences, want.scores, want.beam_indices)
+    np.testing.assert_allclose(got, theirs.numpy(), rtol=1e-5, atol=2e-5)
