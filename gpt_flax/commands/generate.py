@@ -33,54 +33,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a model directory (config.json, weights and the tokenizer's vocab.json + merges.txt) or a Hub id",
     )
     p.add_argument("--tokenizer", default=None, help="the tokenizer's directory or Hub id (default: --model)")
-    p.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="total length in tokens, prompt included (default: 256 new tokens, as transformers' text-generation pipeline)",
-    )
+    p.add_argument("--max-length", type=int, default=None,
+                   help="total length in tokens, prompt included (default: 256 new tokens, as transformers' text-generation pipeline)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens to generate (wins over --max-length)")
     sampling = p.add_mutually_exclusive_group()
     sampling.add_argument("--do-sample", action="store_true", default=None, help="sample (the default)")
-    sampling.add_argument(
-        "--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding instead of sampling"
-    )
+    sampling.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding instead of sampling")
     p.add_argument("--temperature", type=float, default=None, help="divide the logits by this before sampling (> 0)")
-    p.add_argument(
-        "--top-k", type=int, default=None, help="sample from the k most likely tokens only (default 50; 0: all)"
-    )
-    p.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="sample from the smallest set of tokens whose probability exceeds this, in (0, 1]",
-    )
-    p.add_argument(
-        "--min-p",
-        type=float,
-        default=None,
-        help="drop tokens less likely than this times the most likely one, in [0, 1]",
-    )
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (default 50; 0: all)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample from the smallest set of tokens whose probability exceeds this, in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="drop tokens less likely than this times the most likely one, in [0, 1]")
     p.add_argument("--typical-p", type=float, default=None, help="typical sampling's probability mass, in (0, 1]")
-    p.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=None,
-        help="penalise the tokens already in the text (> 1 less repetition; 1.0 off)",
-    )
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="penalise the tokens already in the text (> 1 less repetition; 1.0 off)")
     p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
     p.add_argument("--min-new-tokens", type=int, default=None, help="no end-of-text before this many new tokens")
     p.add_argument("--num-beams", type=int, default=None, help="beam search over this many beams (default 1: none)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: a fresh one)")
-    p.add_argument(
-        "--num-return-sequences", type=int, default=None, help="sequences to sample for the prompt (default 1)"
-    )
+    p.add_argument("--num-return-sequences", type=int, default=None, help="sequences to sample for the prompt (default 1)")
     p.add_argument("--stream", action="store_true", help="print the text as it is produced (one sequence)")
-    p.add_argument(
-        "--compile-cache",
-        default=DEFAULT_COMPILE_CACHE,
-        help=f"directory for JAX's persistent compilation cache; '' to disable (default {DEFAULT_COMPILE_CACHE})",
-    )
+    p.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
+                   help=f"directory for JAX's persistent compilation cache; '' to disable (default {DEFAULT_COMPILE_CACHE})")
     return p
 
 
