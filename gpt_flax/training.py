@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from gpt_flax.validation import as_array, validate_inputs
+from gpt_flax.validation import as_array, check_finite, validate_inputs
 
 # The paper's fine-tuning hyperparameters (section 4.1) and OpenAI's finetune code's Adam.
 LEARNING_RATE = 6.25e-5
@@ -95,12 +95,16 @@ def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainS
     return TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
 
 
-def training_loss(model, params, batch: dict, rng, lm_coef: float = LM_COEF) -> tuple[jax.Array, dict]:
+def training_loss(model, params, batch: dict, rng, lm_coef: float | None = None) -> tuple[jax.Array, dict]:
     """(the loss to minimise, metrics) of one batch in training mode (dropout from `rng`). The LM and
-    classification heads train on their loss; the double-heads model on mc_loss + lm_coef * LM loss
-    (the LM term only when the batch has `labels`; the LM loss alone when it has no `mc_labels`)."""
-    _check_trainable(model)
-    out = model(**batch, params=params, train=True, dropout_rng=rng)
+    classification heads train on their loss (as transformers' models give it: the classification model has
+    no LM term); the double-heads model on mc_loss + lm_coef * LM loss (default 0.5, the paper's; the LM term
+    only when the batch has `labels`; the LM loss alone when it has no `mc_labels`)."""
+    lm_coef = _lm_coef(model, lm_coef)
+    # The flags are set whatever the config says: a config's return_dict=False or output_attentions=True
+    # (which takes the attention off the kernels) is for its own calls, not the training step.
+    flags = {"output_attentions": False, "output_hidden_states": False, "return_dict": True}
+    out = model(**batch, params=params, train=True, dropout_rng=rng, **flags)
     if model.head != "double":
         if out.loss is None:
             raise ValueError("the batch needs `labels` for a loss")
@@ -118,6 +122,20 @@ def training_loss(model, params, batch: dict, rng, lm_coef: float = LM_COEF) -> 
 def _check_trainable(model) -> None:
     if model.head == "base":
         raise ValueError("the base model has no loss; fine-tune an LM, double-heads or classification model")
+
+
+def _lm_coef(model, lm_coef: float | None) -> float:
+    """The LM loss's weight: the double-heads model's (default the paper's 0.5); refused for the others, whose
+    loss has no LM term to weigh."""
+    _check_trainable(model)
+    if model.head == "double":
+        return LM_COEF if lm_coef is None else lm_coef
+    if lm_coef is not None:
+        raise ValueError(
+            f"lm_coef weighs the double-heads model's LM loss; {type(model).__name__} trains on its own loss alone "
+            "(for the paper's auxiliary LM loss beside a classifier, fine-tune FlaxOpenAIGPTDoubleHeadsModel)"
+        )
+    return 0.0
 
 
 def trained_params(model, state: TrainState):
@@ -151,17 +169,20 @@ def checked_batch(model, batch: dict) -> dict:
         raise TypeError(f"the batch has keys {type(model).__name__} does not take: {unknown}; it takes {names}")
     arrays = {name: as_array(name, batch.get(name)) for name in names}
     validate_inputs(model.config, model.head, arrays)
+    for name, value in arrays.items():  # float inputs (embeddings, masks, regression labels): NaN spreads too
+        check_finite(name, value)
     return {name: value for name, value in arrays.items() if value is not None}
 
 
-def make_train_step(model, lm_coef: float = LM_COEF, *, check_inputs: bool = True) -> Callable:
+def make_train_step(model, lm_coef: float | None = None, *, check_inputs: bool = True) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`, jitted once per batch shape, the state donated.
     Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run.
     The batch (a dict of the model's inputs, arrays or nested lists) is checked on the host first
     (`checked_batch`); `check_inputs=False` skips that, e.g. for batches already on the devices.
     metrics: the loss (and its parts), `grad_norm` (before clipping), and `learning_rate` (the rate of
-    this update) when the optimizer keeps it, as `paper_optimizer` does."""
-    _check_trainable(model)
+    this update) when the optimizer keeps it, as `paper_optimizer` does. `lm_coef`: the double-heads model's
+    weight of the LM loss (default 0.5), as in `training_loss`."""
+    _lm_coef(model, lm_coef)
 
     def train_step(state: TrainState, batch: dict, rng):
         step_rng = jax.random.fold_in(rng, state.step)

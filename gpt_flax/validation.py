@@ -20,6 +20,17 @@ def _is_concrete(x) -> bool:
     return x is not None and not isinstance(x, jax.core.Tracer)
 
 
+def check_finite(name: str, x) -> None:
+    """A concrete float array must hold no NaN or inf (the first one is named with its index)."""
+    if not _is_concrete(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
+        return
+    values = np.asarray(x)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{name} holds {values[where]} at index {where}: a training step would turn every weight NaN")
+
+
 def as_array(name: str, x):
     if x is None or isinstance(x, (jax.Array, np.ndarray)):
         return x
@@ -32,13 +43,17 @@ def as_array(name: str, x):
         raise TypeError(f"{name} must be an array (numpy, JAX or a nested list), got {type(x).__name__}") from None
 
 
-def ragged_rows(x) -> str | None:
-    """'row 0 has 3, row 1 has 1' when a nested list's rows differ in length, else None."""
+def ragged_rows(x, path: tuple = ()) -> str | None:
+    """'row 0 has 3, row 1 has 1' (at any depth: 'row [1][0] has 3, row [1][1] has 2') when a nested list's
+    rows differ in length, else None."""
     if not isinstance(x, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in x):
         return None
     lengths = [len(r) for r in x]
     odd = next((i for i, n in enumerate(lengths) if n != lengths[0]), None)
-    return None if odd is None else f"row 0 has {lengths[0]}, row {odd} has {lengths[odd]}"
+    if odd is not None:
+        row = (lambda i: "".join(f"[{k}]" for k in (*path, i))) if path else str
+        return f"row {row(0)} has {lengths[0]}, row {row(odd)} has {lengths[odd]}"
+    return next(filter(None, (ragged_rows(sub, (*path, i)) for i, sub in enumerate(x))), None)
 
 
 def _check_range(name: str, x, low: int, high: int, allowed=(), from_column: int = 0) -> None:

@@ -205,6 +205,11 @@ def test_a_bad_batch_is_refused_before_the_step_and_the_state_survives():
         ({**good, "mc_labels": np.array([2])}, "mc_labels holds 2"),
         ({**good, "labels": np.full((1, 2, 5), 40)}, "labels holds 40"),
         ({**good, "label": ids}, r"does not take: \['label'\]"),
+        (
+            {**good, "attention_mask": np.array([[[1, 1, np.nan, 1, 1], [1] * 5]])},
+            r"attention_mask holds nan at index \(0, 0, 2\)",
+        ),
+        ({**good, "input_ids": [[[1, 2], [3]]]}, r"row \[0\]\[0\] has 2, row \[0\]\[1\] has 1"),
     ):
         with pytest.raises((ValueError, TypeError), match=message):
             train_step(state, bad, jax.random.key(0))
@@ -228,3 +233,19 @@ def test_bfloat16_weights_train_on_float32_master_weights():
         state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
     moved = np.asarray(state.params["transformer"]["h"]["ln_1"]["scale"]) - start
     assert np.all(np.abs(moved) > 1e-5)
+
+
+def test_the_configs_output_flags_do_not_reach_the_step_and_lm_coef_is_the_double_heads():
+    """A config saved with return_dict=False (or output_attentions=True) trains as any other; lm_coef is refused
+    where the loss has no LM term."""
+    config = OpenAIGPTConfig(**SMALL, **NO_DROPOUT, return_dict=False, output_attentions=True, pad_token_id=0)
+    ids = np.ones((2, 5), np.int32)
+    lm = FlaxOpenAIGPTLMHeadModel(config)
+    _, metrics = make_train_step(lm)(create_train_state(lm, paper_optimizer(4)), {"input_ids": ids, "labels": ids},
+                                     jax.random.key(0))  # fmt: skip
+    np.testing.assert_allclose(float(metrics["loss"]), float(lm(ids, labels=ids, return_dict=True).loss), rtol=1e-5)
+    from gpt_flax import FlaxOpenAIGPTForSequenceClassification
+
+    for model in (lm, FlaxOpenAIGPTForSequenceClassification(config)):
+        with pytest.raises(ValueError, match="lm_coef weighs the double-heads model's LM loss"):
+            make_train_step(model, lm_coef=0.5)
