@@ -1231,7 +1231,7 @@ def test_more_warpers_match_transformers_on_random_logits():
     np.testing.assert_allclose(ours, want.numpy(), rtol=1e-6)
 
 
-def test_bad_words_suppressed_and_forced_tokens_match_transformers(small, decode_path):
+def test_bad_words_suppressed_and_forced_tokens_match_transformers(small):
     """Greedy and beam search with every such processor against transformers' generate (scores included), and
     what each processor bans is indeed not generated."""
     model, ref = small
