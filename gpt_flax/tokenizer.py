@@ -690,7 +690,7 @@ class OpenAIGPTTokenizer:
             columns = {"input_ids": [r.ids for r in rows], "token_type_ids": [r.type_ids for r in rows]}
             columns["special_tokens_mask"] = [r.special_tokens_mask for r in rows]
             columns["offset_mapping"] = [r.offsets for r in rows]
-            columns = {key: rows for key, rows in columns.items() if asked.get(key, True)}
+            columns = {key: values for key, values in columns.items() if asked.get(key, True)}
         if verbose and max_length is None and not isinstance(pad_to, int):  # transformers: when no max_length resolved
             self._warn_if_too_long(columns["input_ids"])
         if pad_to is not None:
@@ -738,12 +738,12 @@ class OpenAIGPTTokenizer:
         library itself (overflowing windows of `stride` tokens in `.overflowing`), as transformers' fast
         tokenizer encodes; bad truncations are refused first, with our errors."""
         max_length, strategy, stride, cut_side = truncating
-        encodings = self._backend.encode_batch(inputs, is_pretokenized=words)
         if max_length is None:
-            return encodings
+            return self._backend.encode_batch(inputs, is_pretokenized=words)
+        uncut = self._backend.encode_batch_fast(inputs, is_pretokenized=words)  # only to check the cut first
         lengths = [  # each text's, before the cut
             [e.sequence_ids.count(0), e.sequence_ids.count(1)] if isinstance(x, tuple) else [len(e.ids)]
-            for e, x in zip(encodings, inputs)
+            for e, x in zip(uncut, inputs)
         ]
         for n in lengths:
             _truncate_sequences([([0] * k, None) for k in n], max_length, strategy, cut_side, False, stride)
