@@ -33,6 +33,7 @@ from gpt_flax.generation import (
     read_generation_config,
 )
 from gpt_flax.heads import FORWARDS, init_params
+from gpt_flax.sharding import in_auto_axes
 from gpt_flax.validation import as_array, validate_inputs
 
 logger = logging.getLogger("gpt_flax")
@@ -105,7 +106,13 @@ class OpenAIGPTModule(nn.Module):
             "dtype": self.dtype,
             "remat": self.gradient_checkpointing,
         }
-        out = FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
+
+        def forward(params, inputs, head_inputs, rng):
+            return FORWARDS[self.head](params, self.config, inputs, **head_inputs, rng=rng, flags=flags)
+
+        # Under a mesh with explicit axes the forward runs with them automatic (gpt_flax.sharding).
+        batched = ids if ids is not None else inputs["inputs_embeds"]
+        out = in_auto_axes(forward, batched, params, inputs, head_inputs, rng)
         return out if return_dict else out.to_tuple()
 
 
