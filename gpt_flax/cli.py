@@ -24,9 +24,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: argparse hands a subcommand's unknown arguments back to the main parser,
+    whose error then names `gpt-flax`, not `gpt-flax generate`; here they are refused by the subcommand.
+    Everything after COMMAND is the subcommand's, so whatever it does not know is an error."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpt-flax", description="OpenAI GPT (GPT-1) in JAX/Flax.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for name in COMMANDS:
         module = importlib.import_module(f"gpt_flax.commands.{name}")
         module.add_parser(sub).set_defaults(_run=module.run)

@@ -75,7 +75,11 @@ def test_usage_errors_are_one_line(capsys):
         (["generate"], "the following arguments are required: PROMPT, --model"),
         (["generate", "hi", "--model", "m", "--max-new-tokens", "abc"], "invalid int value: 'abc'"),
         ([], "the following arguments are required: COMMAND"),
-    ):
+        # A subcommand's misspelled option is the subcommand's error, as all its others are.
+        (["generate", "hi", "--model", "m", "--max-lenght", "10"],
+         "gpt-flax generate: error: unrecognized arguments: --max-lenght 10"),
+        (["--bogus", "generate", "hi", "--model", "m"], "gpt-flax: error: unrecognized arguments: --bogus"),
+    ):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
