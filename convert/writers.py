@@ -43,14 +43,15 @@ CHECKPOINT_FILES = (
 )
 
 
-def check_destination(dst: str, overwrite: bool) -> None:
-    """Refuse, before any work, a destination we may not write."""
+def check_destination(dst: str, overwrite: bool, *, option: str = "overwrite=True") -> None:
+    """Refuse, before any work, a destination we may not write. `option`: how the caller spells the
+    switch that allows a non-empty destination, for the message (`--overwrite` on the command line)."""
     if not str(dst).strip():
         raise ValueError("the destination directory is an empty path")
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise FileExistsError(f"{dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
-        raise FileExistsError(f"{dst} exists and is not empty; pass overwrite (--overwrite) to replace its checkpoint")
+        raise FileExistsError(f"{dst} exists and is not empty; pass {option} to replace its checkpoint")
     ancestor = os.path.dirname(os.path.realpath(dst))
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)

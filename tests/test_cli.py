@@ -15,6 +15,7 @@ from gpt_flax import FlaxOpenAIGPTDoubleHeadsModel, FlaxOpenAIGPTLMHeadModel, Op
 from gpt_flax.cli import main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "openai-gpt-tokenizer")
+TINY = ["--n-layer", "1", "--n-embd", "8", "--n-head", "2"]  # a model that writes and loads in well under a second
 
 
 def test_init_random_writes_a_model_transformers_and_we_load(tmp_path, capsys):
@@ -60,7 +61,9 @@ def test_help_lists_every_command(capsys):
 def test_init_random_refuses_a_non_empty_directory_and_sampling_flags_conflict(tmp_path, capsys):
     (tmp_path / "old.txt").write_text("keep me")
     assert main(["init-random", str(tmp_path), "--n-embd", "16", "--n-head", "2", "--n-layer", "1"]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"gpt-flax init-random: error: {tmp_path} exists and is not empty; pass --overwrite to replace its checkpoint\n"
+    )
     assert main(["init-random", str(tmp_path), "--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--overwrite"]) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit):
@@ -189,3 +192,19 @@ def test_an_unusable_compile_cache_is_one_warning_line(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.startswith("hi")
     assert err == f"gpt-flax generate: warning: no compile cache ({cache}: Not a directory); compiling afresh\n"
+
+
+def test_overwrite_is_named_as_each_caller_passes_it(tmp_path, capsys):
+    from convert.pipeline import convert
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    assert main(["init-random", str(src), "--vocab-size", "37", *TINY]) == 0
+    dst.mkdir()
+    (dst / "keep.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["convert", str(src), str(dst), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        f"gpt-flax convert: error: {dst} exists and is not empty; pass --overwrite to replace its checkpoint\n"
+    )
+    with pytest.raises(FileExistsError, match=r"is not empty; pass overwrite=True to replace its checkpoint$"):
+        convert(str(src), str(dst))

@@ -50,8 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from convert.pipeline import convert
     from convert.verify import TOLERANCE, torch_available, verify
+    from convert.writers import check_destination
     from gpt_flax.config import OpenAIGPTConfig
 
+    check_destination(args.dst, args.overwrite, option="--overwrite")  # convert checks again
     config = OpenAIGPTConfig.from_json_file(args.config) if args.config else None
     options = {"revision": args.revision, "cache_dir": args.cache_dir, "config": config}
     report = convert(

@@ -41,7 +41,7 @@ def run(args) -> int:
     from convert.writers import atomic_directory, check_destination
     from gpt_flax import OpenAIGPTConfig
 
-    check_destination(args.directory, args.overwrite)  # before any work; atomic_directory checks again
+    check_destination(args.directory, args.overwrite, option="--overwrite")  # before any work; and again on writing
     tokenizer = None
     vocab_size = args.vocab_size
     if args.tokenizer is not None:
