@@ -146,8 +146,9 @@ def convert(
         raise ValueError(f"dtype must be one of {list(FLOAT_DTYPES)}, got {dtype!r}")
     if bin and to != "hf":
         raise ValueError("pytorch_model.bin is only written with --to hf")
-    check_destination(dst, overwrite)
+    check_destination(dst, overwrite, src=src)
     checkpoint = load_checkpoint(src, revision=revision, cache_dir=cache_dir, config=config)
+    check_destination(dst, overwrite, src=checkpoint.directory)  # a Hub id's snapshot is known only now
     head = head or checkpoint.head
     params, config, loaded = load_params(checkpoint, head, dtype=dtype, seed=seed, progress=progress)
     state = {"/".join(p): _get(params, p) for p in flax_paths(config, head)}

@@ -43,13 +43,21 @@ CHECKPOINT_FILES = (
 )
 
 
-def check_destination(dst: str, overwrite: bool, *, option: str = "overwrite=True") -> None:
-    """Refuse, before any work, a destination we may not write. `option`: how the caller spells the
-    switch that allows a non-empty destination, for the message (`--overwrite` on the command line)."""
+def check_destination(dst: str, overwrite: bool, *, src: str | None = None, option: str = "overwrite=True") -> None:
+    """Refuse, before any work, a destination we may not write.
+
+    `src`: the checkpoint directory being read, which is never written over (replacing its checkpoint
+    would delete the weights being converted). `option`: how the caller spells the switch that allows
+    a non-empty destination, for the message (`--overwrite` on the command line)."""
     if not str(dst).strip():
         raise ValueError("the destination directory is an empty path")
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise FileExistsError(f"{dst} exists and is not a directory")
+    # samefile: the same directory under any name (a symlink, `./`, a trailing slash, a bind mount).
+    if src is not None and os.path.isdir(src) and os.path.isdir(dst) and os.path.samefile(src, dst):
+        raise ValueError(
+            f"cannot write into {dst}: it is the source checkpoint's directory; choose another destination"
+        )
     if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
         raise FileExistsError(f"{dst} exists and is not empty; pass {option} to replace its checkpoint")
     ancestor = os.path.dirname(os.path.realpath(dst))

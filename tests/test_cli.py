@@ -208,3 +208,29 @@ def test_overwrite_is_named_as_each_caller_passes_it(tmp_path, capsys):
     )
     with pytest.raises(FileExistsError, match=r"is not empty; pass overwrite=True to replace its checkpoint$"):
         convert(str(src), str(dst))
+
+
+def test_convert_refuses_to_write_over_its_own_source(tmp_path, capsys, monkeypatch):
+    """DST naming SRC's directory (as given, with a trailing slash, `./`, through a link), with or
+    without --overwrite: one line naming DST, and SRC untouched (it used to lose model.safetensors)."""
+    from convert.pipeline import convert
+
+    src = tmp_path / "src"
+    assert main(["init-random", str(src), "--vocab-size", "37", *TINY]) == 0
+    before = {name: (src / name).read_bytes() for name in os.listdir(src)}
+    (tmp_path / "link").symlink_to(src, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    for dst in (str(src), f"{src}/", "./src", "link", "src/../src"):
+        for overwrite in (["--overwrite"], []):
+            assert main(["convert", "src", dst, "--quiet", *overwrite]) == 1
+            assert capsys.readouterr().err == (
+                f"gpt-flax convert: error: cannot write into {dst}: it is the source checkpoint's directory; "
+                "choose another destination\n"
+            )
+    with pytest.raises(ValueError, match="source checkpoint's directory"):
+        convert(str(src), "link", overwrite=True)
+    assert {name: (src / name).read_bytes() for name in os.listdir(src)} == before
+    # A DST that holds SRC is not SRC: --overwrite replaces DST's own checkpoint files, not a subdirectory's.
+    assert main(["convert", "src", ".", "--quiet", "--overwrite"]) == 0
+    assert {name: (src / name).read_bytes() for name in os.listdir(src)} == before

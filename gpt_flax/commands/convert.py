@@ -53,7 +53,7 @@ def run(args) -> int:
     from convert.writers import check_destination
     from gpt_flax.config import OpenAIGPTConfig
 
-    check_destination(args.dst, args.overwrite, option="--overwrite")  # convert checks again
+    check_destination(args.dst, args.overwrite, src=args.src, option="--overwrite")  # convert checks again
     config = OpenAIGPTConfig.from_json_file(args.config) if args.config else None
     options = {"revision": args.revision, "cache_dir": args.cache_dir, "config": config}
     report = convert(
