@@ -234,3 +234,13 @@ def test_convert_refuses_to_write_over_its_own_source(tmp_path, capsys, monkeypa
     # A DST that holds SRC is not SRC: --overwrite replaces DST's own checkpoint files, not a subdirectory's.
     assert main(["convert", "src", ".", "--quiet", "--overwrite"]) == 0
     assert {name: (src / name).read_bytes() for name in os.listdir(src)} == before
+
+
+def test_convert_names_a_missing_config_file(tmp_path, capsys):
+    src = tmp_path / "src"
+    assert main(["init-random", str(src), "--vocab-size", "37", *TINY]) == 0
+    capsys.readouterr()
+    for config, why in (("nope.json", "no such file"), (str(tmp_path), "a directory, not a config.json file")):
+        assert main(["convert", str(src), str(tmp_path / "d"), "--config", config]) == 1
+        assert capsys.readouterr().err == f"gpt-flax convert: error: --config {config}: {why}\n"
+    assert not (tmp_path / "d").exists()

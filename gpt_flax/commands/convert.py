@@ -10,6 +10,7 @@ stderr when it is a terminal; the summary to stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from convert.mapping import HEADS
@@ -51,10 +52,9 @@ def run(args) -> int:
     from convert.pipeline import convert
     from convert.verify import TOLERANCE, torch_available, verify
     from convert.writers import check_destination
-    from gpt_flax.config import OpenAIGPTConfig
 
     check_destination(args.dst, args.overwrite, src=args.src, option="--overwrite")  # convert checks again
-    config = OpenAIGPTConfig.from_json_file(args.config) if args.config else None
+    config = _read_config(args.config) if args.config else None
     options = {"revision": args.revision, "cache_dir": args.cache_dir, "config": config}
     report = convert(
         args.src,
@@ -90,3 +90,17 @@ def run(args) -> int:
         print(f"gpt-flax convert: error: outputs differ by {worst:.3g}, more than {TOLERANCE:g} x scale", file=sys.stderr)
         return 1
     return 0
+
+
+def _read_config(path: str):
+    """--config's file, or one line naming the option and the file (not a bare errno)."""
+    from gpt_flax.config import OpenAIGPTConfig
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--config {path}: no such file")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--config {path}: a directory, not a config.json file")
+    try:
+        return OpenAIGPTConfig.from_json_file(path)
+    except OSError as error:  # unreadable; a bad JSON's ValueError already names the file
+        raise OSError(f"--config {path}: {(error.strerror or str(error)).lower()}") from None
