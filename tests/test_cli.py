@@ -244,3 +244,18 @@ def test_convert_names_a_missing_config_file(tmp_path, capsys):
         assert main(["convert", str(src), str(tmp_path / "d"), "--config", config]) == 1
         assert capsys.readouterr().err == f"gpt-flax convert: error: --config {config}: {why}\n"
     assert not (tmp_path / "d").exists()
+
+
+def test_init_random_vocab_size_must_be_the_tokenizers(tmp_path, capsys):
+    """--vocab-size with --tokenizer was silently dropped: a size other than the tokenizer's is now
+    refused (nothing written), and the tokenizer's own size accepted."""
+    out = tmp_path / "demo"
+    args = ["init-random", str(out), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]
+    assert main([*args, "--vocab-size", "100"]) == 1
+    assert capsys.readouterr().err == (
+        "gpt-flax init-random: error: --vocab-size 100 does not match the tokenizer's 40478 tokens; "
+        "drop --vocab-size (it follows --tokenizer) or --tokenizer\n"
+    )
+    assert not out.exists()
+    assert main([*args, "--vocab-size", "40478"]) == 0
+    assert FlaxOpenAIGPTLMHeadModel.from_pretrained(out).config.vocab_size == 40478
