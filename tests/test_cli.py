@@ -259,3 +259,21 @@ def test_init_random_vocab_size_must_be_the_tokenizers(tmp_path, capsys):
     assert not out.exists()
     assert main([*args, "--vocab-size", "40478"]) == 0
     assert FlaxOpenAIGPTLMHeadModel.from_pretrained(out).config.vocab_size == 40478
+
+
+def test_stream_refuses_bad_options_before_any_output(tmp_path, capsys):
+    """--stream with an option generate refuses: stdout stays empty (not the prompt and then an error)."""
+    model = tmp_path / "demo"
+    args = ["init-random", str(model), "--tokenizer", FIXTURES, "--n-layer", "1", "--n-embd", "8", "--n-head", "2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    generate = ["generate", "hi there", "--model", str(model), "--compile-cache", ""]
+    for bad in (["--temperature", "0"], ["--max-length", "1"], ["--max-length", "600"], ["--top-p", "2"],
+                ["--num-beams", "2"], ["--num-return-sequences", "2"]):  # fmt: skip
+        assert main([*generate, "--stream", *bad]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("gpt-flax generate: error:") and err.count("\n") == 1, (bad, out, err)
+    assert main([*generate, "--stream", "--max-new-tokens", "2", "--seed", "0"]) == 0
+    streamed = capsys.readouterr().out
+    assert main([*generate, "--max-new-tokens", "2", "--seed", "0"]) == 0
+    assert streamed == capsys.readouterr().out and streamed.startswith("hi there")

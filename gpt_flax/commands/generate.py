@@ -76,15 +76,26 @@ def _check_local(path: str, what: str) -> None:
 
 
 class TextStreamer:
-    """Prints a sequence's text as its tokens arrive: decodes all tokens so far, prints what is new."""
+    """Prints a sequence's text as its tokens arrive: decodes all tokens so far, prints what is new.
 
-    def __init__(self, tokenizer, prompt_ids, out=None):
+    The prompt is printed with the first token, not before: generate checks its options before the
+    first token, so an option it refuses leaves stdout empty (one line on stderr, nothing else)."""
+
+    def __init__(self, tokenizer, prompt: str, prompt_ids, out=None):
         # sys.stdout is looked up now, not when the module was imported (it may have been replaced since).
         self.tokenizer, self.prompt_ids, self.out = tokenizer, list(prompt_ids), out or sys.stdout
+        self.pending = prompt  # not yet printed
         self.tokens: list = []
         self.printed = 0
 
+    def _write(self, text: str) -> None:
+        self.out.write(self.pending + text)
+        self.out.flush()
+        self.pending = ""
+
     def __call__(self, tokens) -> None:
+        if self.pending:
+            self._write("")  # the prompt, now that generation has begun
         self.tokens.append(int(tokens[0]))
         full = self.tokenizer.decode(self.prompt_ids + self.tokens, skip_special_tokens=True)
         prompt = len(self.tokenizer.decode(self.prompt_ids, skip_special_tokens=True))
@@ -92,14 +103,12 @@ class TextStreamer:
         # The last word may still grow (BPE pieces end with </w>): print up to its start.
         cut = text.rfind(" ")
         if cut > self.printed:
-            self.out.write(text[self.printed : cut])
-            self.out.flush()
+            self._write(text[self.printed : cut])
             self.printed = cut
         self.text = text
 
     def end(self) -> None:
-        self.out.write(getattr(self, "text", "")[self.printed :] + "\n")
-        self.out.flush()
+        self._write(getattr(self, "text", "")[self.printed :] + "\n")
 
 
 def _usable_cache(path: str) -> bool:
@@ -128,19 +137,21 @@ def run(args) -> int:
         _check_local(args.tokenizer, "--tokenizer")
     if not args.tokenizer and os.path.isdir(args.model) and not os.path.isfile(os.path.join(args.model, "vocab.json")):
         raise FileNotFoundError(f"{args.model} holds no tokenizer (vocab.json + merges.txt); pass --tokenizer DIR")
+    if args.stream and args.num_return_sequences not in (None, 1):
+        raise ValueError("--stream prints one sequence; drop --num-return-sequences or --stream")
+    if args.stream and args.num_beams not in (None, 1):  # transformers' streamers refuse beam search too
+        raise ValueError(
+            "--stream prints tokens as they are chosen, which beam search does not; drop --num-beams or --stream"
+        )
     options = _generate_options(args)
     generator = pipeline("text-generation", model=args.model, tokenizer=args.tokenizer or args.model)
     if not args.stream:
         for result in generator(args.prompt, **options):
             print(result["generated_text"])
         return 0
-    if args.num_return_sequences not in (None, 1):
-        raise ValueError("--stream prints one sequence; drop --num-return-sequences or --stream")
     options["num_return_sequences"] = 1  # whatever the model's generation_config.json says
     prompt_ids = generator.tokenizer(args.prompt)["input_ids"]
-    streamer = TextStreamer(generator.tokenizer, prompt_ids)
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
+    streamer = TextStreamer(generator.tokenizer, args.prompt, prompt_ids)
     generator(args.prompt, streamer=streamer, **options)
     streamer.end()
     return 0
