@@ -216,3 +216,31 @@ def test_cxx_may_carry_a_launcher_and_threads_build_once(fresh_build, monkeypatc
     for t in threads:
         t.join()
     assert cpu_decode.available() and len(builds) == 1 and builds[0][1] == "c++"
+
+
+def test_bad_layers_and_attention_operands_are_named():
+    stack = np.ones((3, 24, 50), np.float32)
+    for layer in (3, -1):
+        with pytest.raises(ValueError, match=rf"layer={layer} is out of range for a stack of 3 layers"):
+            cpu_decode.pack(stack, layer=layer)
+    with pytest.raises(TypeError, match="must be a Python int, not a traced value"):
+        jax.jit(lambda w, i: cpu_decode.pack(w, layer=i).tiles)(stack, 1)
+    B, H, K, S = 2, 3, 4, 6
+    q, k_t, v = np.ones((B, H, K), np.float32), np.ones((B, H, K, S), np.float32), np.ones((B, H, S, K), np.float32)
+    start = np.zeros(B, np.int32)
+    bad = {
+        r"q \[B, H, K\].*got q \(2, 1, 3, 4\)": (q[:, None], k_t, v, start, 1),
+        r"needs v \(2, 3, 6, 4\), got \(2, 3, 6, 5\)": (q, k_t, np.ones((B, H, S, 5), np.float32), start, 1),
+        r"needs start \(2,\), got \(3,\)": (q, k_t, v, np.zeros(3, np.int32), 1),
+        r"needs slot \(\), got \(1,\)": (q, k_t, v, start, np.ones(1, np.int32)),
+        r"start must be an integer array, got float32": (q, k_t, v, start.astype(np.float32), 1),
+        r"start has a negative entry": (q, k_t, v, np.array([-1, 0], np.int32), 1),
+        r"start \[0, 2\] has a row that starts after slot=1": (q, k_t, v, np.array([0, 2], np.int32), 1),
+        r"slot=6 is outside the cache's 6 slots": (q, k_t, v, start, 6),
+    }
+    for message, args in bad.items():
+        with pytest.raises((ValueError, TypeError), match=message):
+            cpu_decode.cached_attention(*args)
+    # traced, as in the decode loop, a negative start is named by the kernel
+    with pytest.raises(Exception, match="start is negative"):
+        np.asarray(jax.jit(cpu_decode.cached_attention)(q, k_t, v, np.array([-1, 0], np.int32), 1))

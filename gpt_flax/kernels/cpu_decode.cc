@@ -191,9 +191,11 @@ ffi::Error CachedAttention(ffi::ThreadPool pool, Stack q, Cache keys, Cache valu
   const int64_t last = *slot.typed_data();
   const int32_t* starts = start.typed_data();
   if (last < 0 || last >= S) return ffi::Error::InvalidArgument("gpt_flax_cached_attention: slot outside the cache");
-  for (int64_t b = 0; b < B; ++b)
-    if (starts[b] < 0 || starts[b] > last)
+  for (int64_t b = 0; b < B; ++b) {
+    if (starts[b] < 0) return ffi::Error::InvalidArgument("gpt_flax_cached_attention: a row's start is negative");
+    if (starts[b] > last)
       return ffi::Error::InvalidArgument("gpt_flax_cached_attention: a row starts after the current slot");
+  }
   const float scale = float(std::sqrt(double(K)));  // as transformers' `w / math.sqrt(v.size(-1))`
   const float* qs = q.typed_data();
   const float* ks = keys.typed_data();

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import operator
 import os
 import platform
 import shlex
@@ -76,11 +77,14 @@ class PackedWeight:
 
 def pack(weight, *, layer: int | None = None, transposed: bool = False) -> PackedWeight:
     """weight [K, N] -> PackedWeight (float32); [L, K, N] with `layer` packs that layer in place of
-    slicing it out first; transposed=True takes [N, K] ([L, N, K]), as an embedding table."""
-    _require()
+    slicing it out first (`layer` a Python int: the kernel takes it as an attribute); transposed=True
+    takes [N, K] ([L, N, K]), as an embedding table."""
     w = jnp.asarray(weight).astype(jnp.float32)
     if w.ndim != (2 if layer is None else 3):
         raise ValueError(f"pack takes a [K, N] weight, or [L, K, N] with layer=, got shape {w.shape} and {layer=}")
+    if layer is not None:
+        layer = _layer_index(layer, len(w))
+    _require()
     stack = w[None] if layer is None else w
     n, k = (stack.shape[1], stack.shape[2]) if transposed else (stack.shape[2], stack.shape[1])
     out = jax.ShapeDtypeStruct((-(-n // TILE_COLS), k, TILE_COLS), jnp.float32)
@@ -88,11 +92,26 @@ def pack(weight, *, layer: int | None = None, transposed: bool = False) -> Packe
     return PackedWeight(tiles, n)
 
 
+def _layer_index(layer, n_layer: int) -> int:
+    if isinstance(layer, jax.core.Tracer):
+        raise TypeError(
+            f"pack's layer= must be a Python int, not a traced value ({layer}): the kernel takes it as an "
+            "attribute, so pack each layer in a Python loop (as generation.pack_layers does)"
+        )
+    try:
+        index = operator.index(layer)
+    except TypeError:
+        raise TypeError(f"pack's layer= must be a Python int, got {type(layer).__name__} {layer!r}") from None
+    if not 0 <= index < n_layer:
+        raise ValueError(f"pack's layer={index} is out of range for a stack of {n_layer} layers")
+    return index
+
+
 def matmul(x, weight: PackedWeight):
     """x [M, K] float32 @ the packed [K, N] weight -> [M, N] float32."""
-    _require()
     if x.ndim != 2 or x.shape[1] != weight.shape[0]:
         raise ValueError(f"matmul of x {x.shape} and a packed weight {weight.shape}: need x [M, {weight.shape[0]}]")
+    _require()
     out = jax.ShapeDtypeStruct((x.shape[0], weight.features), jnp.float32)
     return jax.ffi.ffi_call("gpt_flax_packed_matmul", out)(x.astype(jnp.float32), weight.tiles)
 
@@ -102,17 +121,51 @@ def cached_attention(q, k_t, v, start, slot):
 
     q [B, H, K], k_t [B, H, K, S] (keys transposed), v [B, H, S, K], start int32 [B], slot int32 []
     -> [B, H, K]: softmax(q . k / sqrt(K)) @ v over the slots row b can see, as transformers'
-    attention weights the masked ones by zero. Every start[b] must be <= slot < S.
+    attention weights the masked ones by zero. Every start[b] must be in 0..slot, and slot < S: checked
+    here where they are concrete, by the kernel where traced.
     """
+    q, k_t, v, start, slot = (jnp.asarray(a) for a in (q, k_t, v, start, slot))
+    _check_attention_operands(q, k_t, v, start, slot)
     _require()
     out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
     return jax.ffi.ffi_call("gpt_flax_cached_attention", out)(
         q.astype(jnp.float32),
         k_t.astype(jnp.float32),
         v.astype(jnp.float32),
-        jnp.asarray(start, jnp.int32),
-        jnp.asarray(slot, jnp.int32),
+        start.astype(jnp.int32),
+        slot.astype(jnp.int32),
     )
+
+
+def _check_attention_operands(q, k_t, v, start, slot) -> None:
+    if q.ndim != 3 or k_t.ndim != 4:
+        raise ValueError(
+            f"cached_attention takes q [B, H, K] and k_t [B, H, K, S], got q {q.shape} and k_t {k_t.shape}"
+        )
+    (B, H, K), S = q.shape, k_t.shape[3]
+    needed = {"k_t": (k_t, (B, H, K, S)), "v": (v, (B, H, S, K)), "start": (start, (B,)), "slot": (slot, ())}
+    for name, (a, shape) in needed.items():
+        if a.shape != shape:
+            raise ValueError(
+                f"cached_attention of q {q.shape} [B, H, K] over {S} slots needs {name} {shape}, got {a.shape}"
+            )
+    for name, a, kind, what in [
+        *((n, a, jnp.floating, "a float") for n, a in (("q", q), ("k_t", k_t), ("v", v))),
+        *((n, a, jnp.integer, "an integer") for n, a in (("start", start), ("slot", slot))),
+    ]:
+        if not jnp.issubdtype(a.dtype, kind):
+            raise TypeError(f"cached_attention's {name} must be {what} array, got {a.dtype}")
+    if not isinstance(slot, jax.core.Tracer) and not 0 <= int(slot) < S:
+        raise ValueError(f"cached_attention's slot={int(slot)} is outside the cache's {S} slots")
+    if not isinstance(start, jax.core.Tracer):
+        rows = np.asarray(start)
+        if (rows < 0).any():
+            raise ValueError(f"cached_attention's start has a negative entry ({rows.tolist()}): each is a slot, >= 0")
+        if not isinstance(slot, jax.core.Tracer) and (rows > int(slot)).any():
+            raise ValueError(
+                f"cached_attention's start {rows.tolist()} has a row that starts after slot={int(slot)}: "
+                "every start[b] must be <= slot"
+            )
 
 
 def available() -> bool:
