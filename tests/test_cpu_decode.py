@@ -244,3 +244,38 @@ def test_bad_layers_and_attention_operands_are_named():
     # traced, as in the decode loop, a negative start is named by the kernel
     with pytest.raises(Exception, match="start is negative"):
         np.asarray(jax.jit(cpu_decode.cached_attention)(q, k_t, v, np.array([-1, 0], np.int32), 1))
+
+
+@pytest.fixture
+def reload():
+    """The kernels' loader run again over the already built library (no compile)."""
+    cpu_decode._reset()
+    yield
+    cpu_decode._reset()
+    assert cpu_decode.available()
+
+
+def test_other_threads_wait_for_the_self_check(reload, monkeypatch):
+    """A kernel called from another thread while the self-check runs must wait for its verdict, not
+    run kernels that have not passed it."""
+    other: dict = {}
+
+    def pack_in_another_thread():
+        try:
+            other["result"] = cpu_decode.pack(np.ones((4, 4), np.float32))
+        except cpu_decode.KernelUnavailable as e:
+            other["error"] = e
+
+    def wrong_matmul(x, w):  # the self-check's first kernel: start the other thread, then fail the check
+        if "thread" not in other:
+            other["thread"] = threading.Thread(target=pack_in_another_thread)
+            other["thread"].start()
+            other["thread"].join(0.5)
+            other["done_during_check"] = not other["thread"].is_alive()
+        return jnp.zeros((x.shape[0], w.features), jnp.float32)
+
+    monkeypatch.setattr(cpu_decode, "matmul", wrong_matmul)
+    assert not cpu_decode.available()
+    other["thread"].join()
+    assert not other["done_during_check"] and "result" not in other
+    assert "self-check gave wrong results" in str(other["error"])

@@ -179,8 +179,11 @@ def unavailable_reason() -> str | None:
 
 
 def _require() -> None:
-    if not _checking and _load() is not None:
-        raise KernelUnavailable(f"the CPU decode kernels are unavailable: {_load()}")
+    if _checking_thread == threading.get_ident():  # the self-check's own calls, inside `_load`
+        return
+    reason = _load()  # other threads wait here, on the lock, until the self-check has its answer
+    if reason is not None:
+        raise KernelUnavailable(f"the CPU decode kernels are unavailable: {reason}")
 
 
 def _load() -> str | None:
@@ -201,7 +204,7 @@ def _reset() -> None:
 _lock = threading.RLock()
 _status: list = []  # [None or the reason], once `_load` has looked
 _registered: list = []  # the library whose handlers XLA holds, once registered
-_checking = False  # True while `_self_check` runs the kernels, before `_load` has its answer
+_checking_thread: int | None = None  # the thread running `_self_check`, before `_load` has its answer
 
 
 def _try_load() -> str | None:
@@ -336,8 +339,8 @@ def _self_check() -> None:
         scores = np.einsum("hk,hks->hs", q[b], k_t[b, :, :, start[b] : slot + 1]) / 2.0
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         expected[b] = np.einsum("hs,hsk->hk", probs / probs.sum(-1, keepdims=True), v[b, :, start[b] : slot + 1])
-    global _checking
-    _checking = True
+    global _checking_thread
+    _checking_thread = threading.get_ident()
     try:
         with jax.ensure_compile_time_eval(), jax.default_device(jax.devices("cpu")[0]):
             results = [
@@ -348,6 +351,6 @@ def _self_check() -> None:
             ]
             correct = all(np.allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5) for got, want in results)
     finally:
-        _checking = False
+        _checking_thread = None
     if not correct:
         raise KernelUnavailable("the built kernels' self-check gave wrong results")
