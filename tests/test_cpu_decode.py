@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +123,7 @@ def test_built_once_then_reused_from_the_cache(fresh_build):
     assert not list(fresh_build.glob("*.partial"))
     cpu_decode._reset()
     assert cpu_decode.available()
-    assert library.stat().st_mtime_ns == built and len(list(fresh_build.glob("*"))) == 1
+    assert library.stat().st_mtime_ns == built and len(list(fresh_build.glob("*"))) == 2  # and its digest
 
 
 def test_no_compiler_falls_back_to_xla_with_a_reason(fresh_build, monkeypatch, caplog):
@@ -190,7 +191,7 @@ def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build, damage):
     check = "from gpt_flax.kernels import cpu_decode; print(cpu_decode.available(), cpu_decode.unavailable_reason())"
     result = subprocess.run([sys.executable, "-c", check], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "True None", result.stderr
-    assert library.read_bytes().startswith(b"\x7fELF") and cpu_decode._whole_elf(library)
+    assert library.read_bytes().startswith(b"\x7fELF") and cpu_decode._whole_elf(library.read_bytes())
 
 
 def test_the_cached_library_is_readable_by_other_users(fresh_build):
@@ -279,3 +280,91 @@ def test_other_threads_wait_for_the_self_check(reload, monkeypatch):
     other["thread"].join()
     assert not other["done_during_check"] and "result" not in other
     assert "self-check gave wrong results" in str(other["error"])
+
+
+@pytest.fixture
+def fake_compiler(fresh_build, monkeypatch, tmp_path_factory):
+    """$CXX set to a script that writes (the first FAKE_BYTES bytes of) FAKE_LIB, by default the
+    library this process built, to its -o path and logs each run: a build with no compile."""
+    folder = tmp_path_factory.mktemp("cxx")
+    script, log = folder / "fake-c++", folder / "runs"
+    script.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+        'echo run >> "$FAKE_LOG"\nhead -c "$FAKE_BYTES" "$FAKE_LIB" > "$out"\n'
+    )
+    script.chmod(0o755)
+    built = cpu_decode._registered[0]._name  # the library the module fixture loaded
+    monkeypatch.setenv("CXX", str(script))
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("FAKE_LIB", built)
+    monkeypatch.setenv("FAKE_BYTES", str(os.path.getsize(built)))
+    return lambda: len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize("damage", ["a flipped byte", "another library", "no digest"])
+def test_a_cached_library_that_fails_its_digest_is_rebuilt_before_loading(fake_compiler, damage):
+    """Damaged code with intact headers would load and die of SIGILL when run; a valid library of
+    another kind would load and never heal. The digest written beside the build catches both."""
+    assert cpu_decode.available() and fake_compiler() == 1
+    (library,) = cpu_decode.cache_root().glob("cpu_decode-*.so")
+    good = library.read_bytes()
+    if damage == "a flipped byte":
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0xFF
+        replace(library, bytes(bad))
+    elif damage == "another library":
+        replace(library, Path(ctypes_library()).read_bytes())
+    else:
+        library.with_name(library.name + ".sha256").unlink(missing_ok=True)
+    cpu_decode._reset()
+    assert cpu_decode.available(), cpu_decode.unavailable_reason()
+    assert fake_compiler() == 2 and library.read_bytes() == good
+
+
+def ctypes_library():
+    """A valid shared library that is not the kernels' (CPython's _ctypes extension)."""
+    import _ctypes
+
+    return _ctypes.__file__
+
+
+def replace(path, data):
+    """Write over a library by replacing it: this process may have it mapped (see above)."""
+    path.with_suffix(".new").write_bytes(data)
+    os.replace(path.with_suffix(".new"), path)
+
+
+@pytest.mark.parametrize("output", ["cut short", "another library"])
+def test_a_bad_fresh_build_falls_back_and_leaves_nothing(fake_compiler, monkeypatch, output):
+    """A compiler (or a wrapper, ccache, a full disk) that exits 0 but leaves a short file: dlopen
+    would die of SIGBUS. Checked before loading, removed, and not built again: the same compiler
+    would give the same."""
+    if output == "cut short":
+        monkeypatch.setenv("FAKE_BYTES", str(os.path.getsize(os.environ["FAKE_LIB"]) // 2))
+    else:
+        monkeypatch.setenv("FAKE_LIB", ctypes_library())
+        monkeypatch.setenv("FAKE_BYTES", str(os.path.getsize(ctypes_library())))
+    assert not cpu_decode.available()
+    reason = cpu_decode.unavailable_reason()
+    assert "fake-c++ built" in reason, reason
+    assert ("is cut short" if output == "cut short" else "lacks the kernels' symbols") in reason, reason
+    assert fake_compiler() == 1 and not list(cpu_decode.cache_root().glob("*"))
+
+
+def test_a_bad_library_in_a_read_only_cache_names_the_cache(fake_compiler, monkeypatch):
+    assert cpu_decode.available()
+    cache = cpu_decode.cache_root()
+    (library,) = cache.glob("cpu_decode-*.so")
+    replace(library, b"not a shared library")
+    unlink = os.unlink
+
+    def read_only(path, *args, **kwargs):  # root ignores a directory's mode: refuse as the kernel would
+        if os.path.dirname(os.fspath(path)) == str(cache):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    cpu_decode._reset()
+    assert not cpu_decode.available()
+    reason = cpu_decode.unavailable_reason()
+    assert f"the cache dir {cache} is not writable" in reason and cpu_decode.CACHE_ENV in reason, reason

@@ -10,9 +10,11 @@ At batch 8 XLA:CPU's dot re-packs every weight on every decode step, which ran t
 the memory-bandwidth floor, and XLA's attention reads the whole cache array; these read weights
 packed once and only the live cache slots (cpu_decode.cc says how, benchmarks/RESULTS.md what it
 measured). The kernels are C++, built on first use with the host's compiler ($CXX, else `c++`) for
-this CPU (-march=native) and cached in $GPT_FLAX_CACHE_DIR (default ~/.cache/gpt_flax). Without a
-compiler, or with GPT_FLAX_CPU_KERNELS=0, `available()` is False (`unavailable_reason()` says why)
-and callers use XLA: slower, the same results.
+this CPU (-march=native) and cached in $GPT_FLAX_CACHE_DIR (default ~/.cache/gpt_flax), its sha256
+digest beside it: a cached library cut short, not matching its digest or lacking the kernels is
+built once more before anything loads it. Without a compiler, or with GPT_FLAX_CPU_KERNELS=0,
+`available()` is False (`unavailable_reason()` says why) and callers use XLA: slower, the same
+results.
 
 Axes: M rows, K input features, N output features, P column tiles of TILE_COLS, L layers;
 B batch, H heads, K head dim, S cache slots for attention.
@@ -211,7 +213,7 @@ def _try_load() -> str | None:
     if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "off", "no"):
         return f"turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
     try:
-        library = _open(_build())
+        library = _open()
         if not _registered:  # XLA takes one handler per name and process: the first library loaded
             for target, symbol in TARGETS.items():
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
@@ -224,24 +226,66 @@ def _try_load() -> str | None:
     return None
 
 
-def _open(path: Path) -> ctypes.CDLL:
-    """dlopen the library; a cached file that is cut short or does not load is removed and built once
-    more. A short file must not reach dlopen: the loader maps segments past its end and the process
-    dies of SIGBUS when it touches them, where no exception can be caught."""
+def _open() -> ctypes.CDLL:
+    """The kernels' library, checked and loaded: from the cache, else compiled. A cached library that
+    fails a check is removed and built once more; a fresh build that fails is removed and the kernels
+    fall back (the same compiler would build the same again)."""
+    command, target = _target()
+    if target.exists():
+        try:
+            return _checked_dlopen(target)
+        except OSError as e:
+            logger.warning("the cached CPU decode kernels are unusable (%s): building them again", e)
+            _discard(target, f"the cached library is unusable ({e})")
+    _compile(command, target)
     try:
-        if not _whole_elf(path):
-            raise OSError(f"{path} is cut short")
-        return ctypes.CDLL(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)
-        return ctypes.CDLL(str(_build()))
+        return _checked_dlopen(target)
+    except OSError as e:
+        why = f"the library {os.path.basename(command[0])} built is unusable ({e})"
+        _discard(target, why)
+        raise KernelUnavailable(why) from None
 
 
-def _whole_elf(path: Path) -> bool:
-    """Whether the file is an ELF shared object as long as its headers say: every loaded segment and
+def _checked_dlopen(path: Path) -> ctypes.CDLL:
+    """dlopen the library once it is whole and matches the digest recorded when it was built, then
+    check it has the kernels' symbols; OSError saying why not. The checks come before dlopen, where
+    no exception can be caught: the loader maps segments past a short file's end and the process
+    dies of SIGBUS when it touches them, and damaged code dies of SIGILL when it runs."""
+    data = path.read_bytes()
+    if not _whole_elf(data):
+        raise OSError(f"{path} is cut short")
+    try:
+        recorded = _digest_path(path).read_text().strip()
+    except FileNotFoundError:
+        raise OSError(f"{path} has no digest beside it") from None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise OSError(f"{path} does not match its digest (damaged, or another file copied there)")
+    library = ctypes.CDLL(str(path))
+    missing = [symbol for symbol in TARGETS.values() if not hasattr(library, symbol)]
+    if missing:
+        raise OSError(f"{path} lacks the kernels' symbols ({', '.join(missing)})")
+    return library
+
+
+def _digest_path(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _discard(library: Path, why: str) -> None:
+    """Remove a bad library and its digest from the cache, so that no later process loads it."""
+    try:
+        for path in (library, _digest_path(library)):
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        raise KernelUnavailable(
+            f"{why}, and the cache dir {library.parent} is not writable to replace it ({e.strerror}): "
+            f"set {CACHE_ENV} to a writable directory"
+        ) from None
+
+
+def _whole_elf(data: bytes) -> bool:
+    """Whether `data` is an ELF shared object as long as its headers say: every loaded segment and
     the section header table (written last) lie within it."""
-    with open(path, "rb") as f:
-        data = f.read()
     try:
         return _elf_extent(data) <= len(data)
     except struct.error:  # a header that points past the file's end
@@ -273,8 +317,8 @@ def _elf_extent(data: bytes) -> int:
     return max(ends)
 
 
-def _build() -> Path:
-    """The kernels' shared library for this source, jaxlib and machine: from the cache, or compiled."""
+def _target() -> tuple[list[str], Path]:
+    """The compiler's command and the cached library's path for this source, jaxlib and machine."""
     command = shlex.split(os.environ.get("CXX") or "c++")  # e.g. "ccache g++"
     compiler = shutil.which(command[0]) if command else None
     if compiler is None:
@@ -284,34 +328,42 @@ def _build() -> Path:
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(command + list(FLAGS)).encode(), include.encode(), _machine()):
         key.update(part)
-    cache = cache_root()
-    target = cache / f"cpu_decode-jaxlib{jaxlib.__version__}-{key.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
+    return command, cache_root() / f"cpu_decode-jaxlib{jaxlib.__version__}-{key.hexdigest()[:16]}.so"
+
+
+def _compile(command: list[str], target: Path) -> None:
+    """Compile the kernels into `target`, its sha256 digest beside it (`_checked_dlopen` checks it)."""
+    cache, compiler = target.parent, os.path.basename(command[0])
     try:
         cache.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".partial")
         os.close(fd)
     except OSError as e:
         raise KernelUnavailable(f"cannot write the kernel cache {cache} ({e.strerror}; set {CACHE_ENV})") from None
+    digest = f"{partial}.sha256"
     started = time.perf_counter()
     try:
-        command += [*FLAGS, f"-I{include}", str(SOURCE), "-o", partial]
+        command = [*command, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", partial]
         result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:300])
-            raise KernelUnavailable(f"{os.path.basename(compiler)} failed: {first}")
+            raise KernelUnavailable(f"{compiler} failed: {first}")
         os.chmod(partial, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
         with open(partial, "rb") as f:  # on disk before its name is: a crash must not leave a short library
             os.fsync(f.fileno())
-        os.replace(partial, target)  # atomic: a concurrent build writes the same bytes
+            Path(digest).write_text(hashlib.sha256(f.read()).hexdigest() + "\n")
+        os.chmod(digest, 0o644)
+        # Atomic, the digest first: a library never lies in the cache without its own digest (a
+        # concurrent build writes the same bytes; one that did not would be caught and rebuilt).
+        os.replace(digest, _digest_path(target))
+        os.replace(partial, target)
     except subprocess.TimeoutExpired:
-        raise KernelUnavailable(f"{os.path.basename(compiler)} took over {COMPILE_TIMEOUT_S} s") from None
+        raise KernelUnavailable(f"{compiler} took over {COMPILE_TIMEOUT_S} s") from None
     finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        for path in (partial, digest):
+            if os.path.exists(path):
+                os.unlink(path)
     logger.info("built the CPU decode kernels in %.1f s: %s", time.perf_counter() - started, target)
-    return target
 
 
 def _machine() -> bytes:
