@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
+from jax.sharding import NamedSharding, PartitionSpec
 
+from gpt_flax.sharding import explicit_axes
 from gpt_flax.validation import as_array, check_finite, validate_inputs
 
 # The paper's fine-tuning hyperparameters (section 4.1) and OpenAI's finetune code's Adam.
@@ -92,7 +94,16 @@ def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainS
     donates its state, which must not take `model.params` with it. The forward still computes in the
     model's dtype."""
     params = jax.tree_util.tree_map(lambda x: jnp.array(x, jnp.promote_types(x.dtype, jnp.float32)), model.params)
-    return TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
+    state = TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
+    on_mesh = [x.sharding for x in jax.tree_util.tree_leaves(params) if isinstance(x.sharding, NamedSharding)]
+    if not on_mesh:
+        return state
+    # Params on a mesh: the leaves placed nowhere (the step, the optimizer's counters) go there replicated,
+    # as the train step gives them back, so the second step does not compile again for their placement.
+    replicated = NamedSharding(on_mesh[0].mesh, PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda x: x if isinstance(getattr(x, "sharding", None), NamedSharding) else jax.device_put(x, replicated), state
+    )
 
 
 def training_loss(model, params, batch: dict, rng, lm_coef: float | None = None) -> tuple[jax.Array, dict]:
@@ -156,13 +167,19 @@ def _learning_rate(opt_state):
         for path, value in optax.tree.get_all_with_path(opt_state, "learning_rate")
         if getattr(path[-2], "name", None) == "hyperparams"  # not the schedule's own state beside it
     ]
-    return found[0] if len(found) == 1 else None  # none, or several optimizers each with its own rate
+    if len(found) != 1:  # none, or several optimizers each with its own rate
+        return None
+    if isinstance(opt_state, optax.MultiStepsState):  # a step that only accumulated its gradient updated nothing
+        return jnp.where(opt_state.mini_step == 0, found[0], jnp.zeros_like(found[0]))
+    return found[0]
 
 
 def checked_batch(model, batch: dict) -> dict:
     """The batch as arrays, checked on the host as the model's own call checks it, values included (an
     id past the vocabulary, a label out of range): inside the jitted step they are tracers, where such
     a batch would only turn the loss, and then every weight, into NaN."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"the batch must be a dict of the model's inputs and labels, got {type(batch).__name__}")
     names = [n for n in inspect.signature(type(model).__call__).parameters if n not in NOT_INPUTS]
     unknown = sorted(set(batch) - set(names))
     if unknown:
@@ -179,27 +196,49 @@ def make_train_step(model, lm_coef: float | None = None, *, check_inputs: bool =
     Each step draws its dropout from `rng` folded with the step number, so one key serves a whole run.
     The batch (a dict of the model's inputs, arrays or nested lists) is checked on the host first
     (`checked_batch`); `check_inputs=False` skips that, e.g. for batches already on the devices.
-    metrics: the loss (and its parts), `grad_norm` (before clipping), and `learning_rate` (the rate of
-    this update) when the optimizer keeps it, as `paper_optimizer` does. `lm_coef`: the double-heads model's
-    weight of the LM loss (default 0.5), as in `training_loss`."""
+    A state placed on a mesh (`NamedSharding`s, replicated or sharded) keeps each leaf's sharding from
+    step to step (one compilation). metrics: the loss (and its parts), `grad_norm` (before clipping),
+    and `learning_rate` (the rate of this update) when the optimizer keeps it, as `paper_optimizer` does;
+    under `optax.MultiSteps`, 0 on the steps that only accumulate, and `grad_norm` is the micro-batch's.
+    `lm_coef`: the double-heads model's weight of the LM loss (default 0.5), as in `training_loss`."""
     _lm_coef(model, lm_coef)
 
-    def train_step(state: TrainState, batch: dict, rng):
+    def train_step(state: TrainState, batch: dict, rng, shardings):
         step_rng = jax.random.fold_in(rng, state.step)
         grad_fn = jax.value_and_grad(lambda p: training_loss(model, p, batch, step_rng, lm_coef), has_aux=True)
         (_, metrics), grads = grad_fn(state.params)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        state = state.apply_gradients(grads=grads)
-        learning_rate = _learning_rate(state.opt_state)
+        new_state = state.apply_gradients(grads=grads)
+        learning_rate = _learning_rate(new_state.opt_state)
         if learning_rate is not None:
             metrics["learning_rate"] = learning_rate
-        return state, metrics
+        if shardings is not None and not explicit_axes():  # (explicit axes carry their sharding in the types)
+            leaves, treedef = jax.tree_util.tree_flatten(new_state)
+            pinned = [x if s is None else jax.lax.with_sharding_constraint(x, s) for x, s in zip(leaves, shardings)]
+            new_state = treedef.unflatten(pinned)
+        return new_state, metrics
 
-    jitted = jax.jit(train_step, donate_argnums=(0,))
-    if not check_inputs:
-        return jitted
+    jitted = jax.jit(train_step, donate_argnums=(0,), static_argnames=("shardings",))
 
-    def checked_train_step(state: TrainState, batch: dict, rng):
-        return jitted(state, checked_batch(model, batch), rng)
+    def run(state: TrainState, batch: dict, rng):
+        if any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree_util.tree_leaves(state)):
+            raise ValueError(
+                "this TrainState was donated to an earlier train step, which deleted its arrays; "
+                "pass the state that step returned"
+            )
+        if check_inputs:
+            batch = checked_batch(model, batch)
+        return jitted(state, batch, rng, shardings=_mesh_shardings(state))
 
-    return checked_train_step
+    return run
+
+
+def _mesh_shardings(state: TrainState) -> tuple | None:
+    """Each leaf's NamedSharding (None for a scalar or a leaf without one), or None when the state is on no mesh: the
+    train step pins its new state to these, where XLA would otherwise pick the layout of each output
+    (a replicated leaf came back sharded, and the next step compiled again)."""
+    shardings = tuple(
+        x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) and x.ndim else None
+        for x in jax.tree_util.tree_leaves(state)
+    )
+    return shardings if any(s is not None for s in shardings) else None

@@ -92,6 +92,17 @@ CHECK = textwrap.dedent(
     spread_args = (jax.tree_util.tree_map(spread, model.params), jax.device_put(ids, by_data), jax.device_put(attn, by_data))
     close(jax.jit(jax.value_and_grad(step))(*spread_args), want, 1e-4)
 
+    # The train step keeps a sharded state's placement from step to step, and compiles once.
+    from gpt_flax.training import create_train_state, make_train_step, paper_optimizer
+    xla.params = jax.tree_util.tree_map(spread, xla.params)
+    state, train_step = create_train_state(xla, paper_optimizer(4)), make_train_step(xla)
+    placed = [x.sharding.spec for x in jax.tree_util.tree_leaves(state) if x.ndim]
+    batch = {"input_ids": ids, "attention_mask": attn, "labels": ids}
+    for _ in range(2):
+        state, _ = train_step(state, jax.device_put(batch, by_data), jax.random.key(0))
+    assert [x.sharding.spec for x in jax.tree_util.tree_leaves(state) if x.ndim] == placed
+    xla.params = jax.device_get(xla.params)
+
     # The forward under jax.pmap, a row per device.
     logits = jax.pmap(lambda i, a: xla(i[None], attention_mask=a[None]).logits[0])(ids, attn)
     close(logits, xla(ids, attention_mask=attn).logits, 1e-5)

@@ -157,7 +157,10 @@ def test_trained_params_outlive_the_next_step_in_the_models_dtype():
     train_step = make_train_step(model)
     state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
     model.params = trained_params(model, state)
+    old = state
     state, _ = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))  # donates the old state
+    with pytest.raises(ValueError, match="donated to an earlier train step"):
+        train_step(old, {"input_ids": ids, "labels": ids}, jax.random.key(0))
     assert {x.dtype for x in jax.tree_util.tree_leaves(model.params)} == {jnp.dtype(jnp.bfloat16)}
     assert np.isfinite(np.asarray(model(ids).logits, np.float32)).all()
 
@@ -210,6 +213,7 @@ def test_a_bad_batch_is_refused_before_the_step_and_the_state_survives():
             r"attention_mask holds nan at index \(0, 0, 2\)",
         ),
         ({**good, "input_ids": [[[1, 2], [3]]]}, r"row \[0\]\[0\] has 2, row \[0\]\[1\] has 1"),
+        ((ids, good["mc_labels"]), "the batch must be a dict of the model's inputs and labels, got tuple"),
     ):
         with pytest.raises((ValueError, TypeError), match=message):
             train_step(state, bad, jax.random.key(0))
@@ -249,3 +253,20 @@ def test_the_configs_output_flags_do_not_reach_the_step_and_lm_coef_is_the_doubl
     for model in (lm, FlaxOpenAIGPTForSequenceClassification(config)):
         with pytest.raises(ValueError, match="lm_coef weighs the double-heads model's LM loss"):
             make_train_step(model, lm_coef=0.5)
+
+
+def test_under_optax_multisteps_the_learning_rate_is_that_of_the_update_and_0_while_accumulating():
+    import optax
+
+    model = FlaxOpenAIGPTLMHeadModel(OpenAIGPTConfig(**SMALL))
+    schedule = linear_schedule_with_warmup(1.0, 1, 3)
+    inner = paper_optimizer(3, learning_rate=1.0, num_warmup_steps=1)
+    state = create_train_state(model, optax.MultiSteps(inner, every_k_schedule=2))
+    train_step = make_train_step(model)
+    ids = np.ones((1, 4), np.int32)
+    rates = []
+    for _ in range(6):
+        state, metrics = train_step(state, {"input_ids": ids, "labels": ids}, jax.random.key(0))
+        rates.append(float(metrics["learning_rate"]))
+    np.testing.assert_allclose(rates, [0.0, schedule(0), 0.0, schedule(1), 0.0, schedule(2)], rtol=1e-6)
+    assert rates[3] > 0
