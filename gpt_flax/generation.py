@@ -1572,8 +1572,8 @@ class GenerationMixin:
         the model's (its generation_config.json), as transformers' generate."""
         if unsupported:
             raise TypeError(
-                f"generate does not take {', '.join(sorted(unsupported))}: gpt-flax implements greedy decoding "
-                f", sampling and beam search with the options {', '.join(GENERATION_KEYS)}"
+                f"generate does not take {', '.join(sorted(unsupported))}: gpt-flax implements greedy decoding, "
+                f"sampling and beam search with the options {', '.join(GENERATION_KEYS)}"
             )
         file = getattr(self, "generation_config", None) or {}
         if generation_config is not None:

@@ -179,7 +179,8 @@ class FlaxOpenAIGPTPreTrainedModel:
 
     @classmethod
     def can_generate(cls) -> bool:
-        """True for the models with an LM head (they have `generate`), as transformers says."""
+        """True for the models with an LM head, which have `generate`: the LM-head model, as in transformers,
+        and the double-heads model, whose transformers counterpart has no `generate` (False there)."""
         return issubclass(cls, GenerationMixin)
 
     @property
