@@ -25,13 +25,14 @@ def explicit_axes() -> tuple[str, ...]:
 def in_auto_axes(fn, batched, *args):
     """`fn(*args)`; under a mesh with explicit axes, run with them automatic, and each output whose leading
     axis has `batched`'s leading size typed as sharded like `batched`'s leading axis, the rest replicated."""
-    if not explicit_axes():
+    axes = explicit_axes()  # only these: inside a shard_map some axes are manual, and stay so
+    if not axes:
         return fn(*args)
     spec = tuple(jax.typeof(batched).sharding.spec)
     lead, rows = (spec[0] if spec else None), batched.shape[0]
     # The outputs' shapes, to type each (a second trace, at compile time only).
-    shapes = jax.eval_shape(jax.sharding.auto_axes(fn, out_sharding=PartitionSpec()), *args)
+    shapes = jax.eval_shape(jax.sharding.auto_axes(fn, axes=axes, out_sharding=PartitionSpec()), *args)
     out_specs = jax.tree_util.tree_map(
         lambda s: PartitionSpec(lead) if s.ndim and s.shape[0] == rows else PartitionSpec(), shapes
     )
-    return jax.sharding.auto_axes(fn, out_sharding=out_specs)(*args)
+    return jax.sharding.auto_axes(fn, axes=axes, out_sharding=out_specs)(*args)

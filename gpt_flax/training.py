@@ -94,16 +94,7 @@ def create_train_state(model, optimizer: optax.GradientTransformation) -> TrainS
     donates its state, which must not take `model.params` with it. The forward still computes in the
     model's dtype."""
     params = jax.tree_util.tree_map(lambda x: jnp.array(x, jnp.promote_types(x.dtype, jnp.float32)), model.params)
-    state = TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
-    on_mesh = [x.sharding for x in jax.tree_util.tree_leaves(params) if isinstance(x.sharding, NamedSharding)]
-    if not on_mesh:
-        return state
-    # Params on a mesh: the leaves placed nowhere (the step, the optimizer's counters) go there replicated,
-    # as the train step gives them back, so the second step does not compile again for their placement.
-    replicated = NamedSharding(on_mesh[0].mesh, PartitionSpec())
-    return jax.tree_util.tree_map(
-        lambda x: x if isinstance(getattr(x, "sharding", None), NamedSharding) else jax.device_put(x, replicated), state
-    )
+    return TrainState.create(apply_fn=model.module.apply, params=params, tx=optimizer)
 
 
 def training_loss(model, params, batch: dict, rng, lm_coef: float | None = None) -> tuple[jax.Array, dict]:
@@ -169,9 +160,12 @@ def _learning_rate(opt_state):
     ]
     if len(found) != 1:  # none, or several optimizers each with its own rate
         return None
-    if isinstance(opt_state, optax.MultiStepsState):  # a step that only accumulated its gradient updated nothing
-        return jnp.where(opt_state.mini_step == 0, found[0], jnp.zeros_like(found[0]))
-    return found[0]
+    accumulating = [
+        x.mini_step != 0  # a step that only accumulated its gradient updated nothing
+        for x in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.MultiStepsState))
+        if isinstance(x, optax.MultiStepsState)
+    ]
+    return jnp.where(accumulating[0], jnp.zeros_like(found[0]), found[0]) if accumulating else found[0]
 
 
 def checked_batch(model, batch: dict) -> dict:
@@ -228,17 +222,23 @@ def make_train_step(model, lm_coef: float | None = None, *, check_inputs: bool =
             )
         if check_inputs:
             batch = checked_batch(model, batch)
-        return jitted(state, batch, rng, shardings=_mesh_shardings(state))
+        state, shardings = _placed(state)
+        return jitted(state, batch, rng, shardings=shardings)
 
     return run
 
 
-def _mesh_shardings(state: TrainState) -> tuple | None:
-    """Each leaf's NamedSharding (None for a scalar or a leaf without one), or None when the state is on no mesh: the
-    train step pins its new state to these, where XLA would otherwise pick the layout of each output
-    (a replicated leaf came back sharded, and the next step compiled again)."""
-    shardings = tuple(
-        x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) and x.ndim else None
-        for x in jax.tree_util.tree_leaves(state)
-    )
-    return shardings if any(s is not None for s in shardings) else None
+def _placed(state: TrainState) -> tuple[TrainState, tuple | None]:
+    """A state on a mesh (any leaf with a NamedSharding), with its leaves placed nowhere (the step, the
+    optimizer's counters) put there replicated, and each leaf's NamedSharding; or (state, None). The
+    train step pins its new state to these shardings, where XLA would otherwise pick each output's
+    layout (a replicated leaf came back sharded, and the next step compiled again)."""
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    meshes = [x.sharding.mesh for x in leaves if isinstance(getattr(x, "sharding", None), NamedSharding)]
+    if not meshes:
+        return state, None
+    replicated = NamedSharding(meshes[0], PartitionSpec())
+    leaves = [
+        x if isinstance(getattr(x, "sharding", None), NamedSharding) else jax.device_put(x, replicated) for x in leaves
+    ]
+    return treedef.unflatten(leaves), tuple(x.sharding for x in leaves)

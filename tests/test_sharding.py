@@ -96,11 +96,17 @@ CHECK = textwrap.dedent(
     from gpt_flax.training import create_train_state, make_train_step, paper_optimizer
     xla.params = jax.tree_util.tree_map(spread, xla.params)
     state, train_step = create_train_state(xla, paper_optimizer(4)), make_train_step(xla)
-    placed = [x.sharding.spec for x in jax.tree_util.tree_leaves(state) if x.ndim]
+    placed = [x.sharding.spec for x in jax.tree_util.tree_leaves(state) if getattr(x, "ndim", 0)]
     batch = {"input_ids": ids, "attention_mask": attn, "labels": ids}
-    for _ in range(2):
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, _, **kw: compiles.append(event) if event.endswith("backend_compile_duration") else None
+    )
+    for _ in range(3):
         state, _ = train_step(state, jax.device_put(batch, by_data), jax.random.key(0))
+        compiles.append("step")
     assert [x.sharding.spec for x in jax.tree_util.tree_leaves(state) if x.ndim] == placed
+    assert compiles.count("step") == 3 and compiles.index("step") == len(compiles) - 3, compiles  # all before step 1
     xla.params = jax.device_get(xla.params)
 
     # The forward under jax.pmap, a row per device.
@@ -122,6 +128,9 @@ CHECK = textwrap.dedent(
         out = jax.jit(lambda p, i, a: model(i, attention_mask=a, params=p, output_hidden_states=True))(*args)
         assert jax.typeof(out.logits).sharding.spec == P("data", None, None), jax.typeof(out.logits)
         close(out.logits, xla(ids, attention_mask=attn).logits, 1e-4)
+        # Inside a shard_map over "data" alone: "model" stays explicit, and only it is made automatic.
+        per_shard = jax.shard_map(lambda i: xla(i).logits, in_specs=P("data"), out_specs=P("data"), axis_names={"data"})
+        close(jax.jit(per_shard)(batch[0]), xla(ids).logits, 1e-4)
     print("OK")
     """
 )
