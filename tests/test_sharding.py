@@ -117,6 +117,7 @@ CHECK = textwrap.dedent(
     # the outputs typed with the inputs' batch sharding.
     from jax.sharding import AxisType
     explicit = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    greedy = np.asarray(xla.generate(ids[:, :6], max_new_tokens=3))
     with jax.set_mesh(explicit):
         by_data = NamedSharding(explicit, P("data"))
         spec = lambda x: P(*([None] * (x.ndim - 1) + ["model"])) if x.ndim >= 2 and x.shape[-1] % 2 == 0 else P()
@@ -131,6 +132,7 @@ CHECK = textwrap.dedent(
         # Inside a shard_map over "data" alone: "model" stays explicit, and only it is made automatic.
         per_shard = jax.shard_map(lambda i: xla(i).logits, in_specs=P("data"), out_specs=P("data"), axis_names={"data"})
         close(jax.jit(per_shard)(batch[0]), xla(ids).logits, 1e-4)
+        assert np.array_equal(np.asarray(xla.generate(batch[0][:, :6], max_new_tokens=3)), greedy)
     print("OK")
     """
 )
