@@ -137,13 +137,19 @@ def test_double_heads_model_generates_with_its_lm_head(small):
     np.testing.assert_array_equal(double.generate(ids, max_new_tokens=NEW), model.generate(ids, max_new_tokens=NEW))
 
 
-def test_full_size_greedy_matches_transformers(decode_path):
-    config = OpenAIGPTConfig()  # 12 x 768, vocab 40478
+@pytest.fixture(scope="module")
+def full_size():
+    """The full-size model (12 x 768, vocab 40478), a prompt, and transformers' greedy tokens (once for both
+    decode paths)."""
+    config = OpenAIGPTConfig()
     model = FlaxOpenAIGPTLMHeadModel(config, seed=0)
-    ref = torch_model("lm", config, model.params)
     ids = np.random.default_rng(0).integers(0, config.vocab_size, (1, 8))
-    ours = model.generate(ids, max_new_tokens=NEW)
-    np.testing.assert_array_equal(ours, hf_generate(ref, ids, max_new_tokens=NEW))
+    return model, ids, hf_generate(torch_model("lm", config, model.params), ids, max_new_tokens=NEW)
+
+
+def test_full_size_greedy_matches_transformers(full_size, decode_path):
+    model, ids, expected = full_size
+    np.testing.assert_array_equal(model.generate(ids, max_new_tokens=NEW), expected)
 
 
 # -- the cache -------------------------------------------------------------------------------
