@@ -208,8 +208,7 @@ def make_train_step(model, lm_coef: float | None = None, *, check_inputs: bool =
             metrics["learning_rate"] = learning_rate
         if shardings is not None and not explicit_axes():  # (explicit axes carry their sharding in the types)
             leaves, treedef = jax.tree_util.tree_flatten(new_state)
-            pinned = [x if s is None else jax.lax.with_sharding_constraint(x, s) for x, s in zip(leaves, shardings)]
-            new_state = treedef.unflatten(pinned)
+            new_state = treedef.unflatten(jax.lax.with_sharding_constraint(leaves, list(shardings)))
         return new_state, metrics
 
     jitted = jax.jit(train_step, donate_argnums=(0,), static_argnames=("shardings",))
